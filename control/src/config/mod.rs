@@ -1,0 +1,337 @@
+//! The TOML configuration file, and the embedded default that `simgate serve`
+//! runs when given none.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::model::{Credential, Group, Imei, Imsi, Msisdn, Operator, Subscriber};
+use crate::snapshot::{Session, Snapshot};
+
+/// The embedded default: demo operator, a demo group with Harvest on, and a
+/// demo SIM bound to 127.0.0.1, so `simgate serve` works with no cloud.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot parse configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub listen: Listeners,
+    #[serde(default)]
+    pub funnel: FunnelSettings,
+    #[serde(default)]
+    pub harvest: HarvestSettings,
+    #[serde(default)]
+    pub ingress: IngressSettings,
+    #[serde(default)]
+    pub operators: Vec<Operator>,
+    #[serde(default)]
+    pub groups: Vec<Group>,
+    #[serde(default)]
+    pub subscribers: Vec<Subscriber>,
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
+    #[serde(default)]
+    pub sessions: Vec<StaticSession>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./simgate-data")
+}
+
+/// Listener addresses. A listener set to `None` (omitted with
+/// `disabled = [...]`) is not started.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    /// HTTP entry for Funnel, Harvest and the other device-side services,
+    /// routed by `Host`.
+    #[serde(default = "Listeners::http_default")]
+    pub http: Option<SocketAddr>,
+    /// UDP and TCP entry (SORACOM's port 23080): Funnel and the Unified
+    /// Endpoint.
+    #[serde(default = "Listeners::unified_default")]
+    pub unified: Option<SocketAddr>,
+    /// Harvest Data UDP and TCP entry (SORACOM's port 8514).
+    #[serde(default = "Listeners::harvest_default")]
+    pub harvest: Option<SocketAddr>,
+    /// Control API, `/metrics` and the Harvest query API.
+    #[serde(default = "Listeners::api_default")]
+    pub api: Option<SocketAddr>,
+}
+
+impl Listeners {
+    fn http_default() -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+    fn unified_default() -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 23080)))
+    }
+    fn harvest_default() -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 8514)))
+    }
+    fn api_default() -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 7070)))
+    }
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self {
+            http: Self::http_default(),
+            unified: Self::unified_default(),
+            harvest: Self::harvest_default(),
+            api: Self::api_default(),
+        }
+    }
+}
+
+/// Limits and tuning of the ingress listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressSettings {
+    /// UDP sockets (SO_REUSEPORT) per UDP listener; 0 = one per core.
+    pub udp_workers: usize,
+    /// Largest HTTP request body accepted (SORACOM Funnel: 800,000 bytes).
+    pub http_max_body: usize,
+    /// Largest single TCP message (one read); longer reads are split.
+    pub tcp_max_message: usize,
+    /// Idle TCP connections are closed after this long.
+    pub tcp_idle_timeout_ms: u64,
+    /// Concurrent TCP connections per listener.
+    pub tcp_max_connections: usize,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        Self {
+            udp_workers: 0,
+            http_max_body: 800_000,
+            tcp_max_message: 65_536,
+            tcp_idle_timeout_ms: 300_000,
+            tcp_max_connections: 10_000,
+        }
+    }
+}
+
+/// How Funnel queues, batches and retries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunnelSettings {
+    /// Records that may wait per destination before ingress is refused.
+    pub queue_records: usize,
+    /// Bytes that may wait per destination before ingress is refused.
+    pub queue_bytes: usize,
+    /// How long a partly filled batch waits for more records.
+    pub linger_ms: u64,
+    /// Batches in flight per destination.
+    pub max_in_flight: usize,
+    /// Attempts per record (first send included) before it is given up.
+    pub max_attempts: u32,
+    /// Backoff base and cap for retries (full jitter).
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Per-request timeout towards the sink.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for FunnelSettings {
+    fn default() -> Self {
+        Self {
+            queue_records: 100_000,
+            queue_bytes: 64 << 20,
+            linger_ms: 100,
+            max_in_flight: 4,
+            max_attempts: 8,
+            retry_base_ms: 100,
+            retry_max_ms: 10_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Harvest Data storage limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HarvestSettings {
+    /// Largest entry accepted (SORACOM: 1 KB by default, configurable).
+    pub max_entry_bytes: usize,
+    /// Entries older than this are deleted (SORACOM: 40 days by default).
+    pub retention_days: u32,
+}
+
+impl Default for HarvestSettings {
+    fn default() -> Self {
+        Self {
+            max_entry_bytes: 1024,
+            retention_days: 40,
+        }
+    }
+}
+
+/// A static IP → IMSI binding, for labs and tests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSession {
+    pub ip: IpAddr,
+    pub imsi: Imsi,
+    #[serde(default)]
+    pub imei: Option<Imei>,
+    #[serde(default)]
+    pub msisdn: Option<Msisdn>,
+}
+
+impl Config {
+    /// Parses and validates a configuration file's text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn embedded_default() -> Self {
+        #[allow(clippy::expect_used)] // covered by a unit test
+        Self::parse(EMBEDDED_DEFAULT).expect("embedded default config is valid")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let mut seen = HashMap::new();
+        for g in &self.groups {
+            if seen.insert(g.id.clone(), ()).is_some() {
+                return invalid(format!("group {} is declared twice", g.id));
+            }
+            if let Some(f) = &g.funnel {
+                if !self.credentials.iter().any(|c| c.id == f.credentials_id) {
+                    return invalid(format!(
+                        "group {}: funnel credentials_id {} is not declared in [[credentials]]",
+                        g.id, f.credentials_id
+                    ));
+                }
+            }
+            if let Some(op) = &g.operator_id {
+                if !self.operators.iter().any(|o| &o.id == op) {
+                    return invalid(format!("group {}: unknown operator {op}", g.id));
+                }
+            }
+        }
+        let mut imsis = HashMap::new();
+        for s in &self.subscribers {
+            if imsis.insert(s.imsi.clone(), ()).is_some() {
+                return invalid(format!("subscriber {} is declared twice", s.imsi));
+            }
+            if let Some(g) = &s.group_id {
+                if !self.groups.iter().any(|x| &x.id == g) {
+                    return invalid(format!("subscriber {}: unknown group {g}", s.imsi));
+                }
+            }
+        }
+        for s in &self.sessions {
+            if !imsis.contains_key(&s.imsi) {
+                return invalid(format!(
+                    "session {}: IMSI {} is not declared in [[subscribers]]",
+                    s.ip, s.imsi
+                ));
+            }
+        }
+        if self.funnel.queue_records == 0 || self.funnel.queue_bytes == 0 {
+            return invalid("funnel.queue_records and queue_bytes must be positive".into());
+        }
+        if self.funnel.max_attempts == 0 || self.funnel.max_in_flight == 0 {
+            return invalid("funnel.max_attempts and max_in_flight must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The configuration part of the control plane as a snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        let only_operator = match self.operators.as_slice() {
+            [one] => Some(one.id.clone()),
+            _ => None,
+        };
+        Snapshot {
+            version: 0,
+            operators: self
+                .operators
+                .iter()
+                .map(|o| (o.id.clone(), Arc::new(o.clone())))
+                .collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| {
+                    let mut g = g.clone();
+                    g.operator_id = g.operator_id.or_else(|| only_operator.clone());
+                    (g.id.clone(), Arc::new(g))
+                })
+                .collect(),
+            subscribers: self
+                .subscribers
+                .iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.operator_id = s.operator_id.or_else(|| only_operator.clone());
+                    (s.imsi.clone(), Arc::new(s))
+                })
+                .collect(),
+            credentials: self
+                .credentials
+                .iter()
+                .map(|c| (c.id.clone(), Arc::new(c.clone())))
+                .collect(),
+        }
+    }
+
+    /// Static sessions declared in the file.
+    pub fn static_sessions(&self) -> impl Iterator<Item = (IpAddr, Session)> + '_ {
+        self.sessions.iter().map(|s| {
+            (
+                s.ip,
+                Session::new(s.imsi.clone(), s.imei.clone(), s.msisdn.clone()),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_binds_localhost() {
+        let c = Config::embedded_default();
+        let snap = c.snapshot();
+        let (ip, session) = c.static_sessions().next().unwrap();
+        assert_eq!(ip, IpAddr::from([127, 0, 0, 1]));
+        let id = snap.resolve(&session).unwrap();
+        assert!(id.group.unwrap().harvest.enabled);
+        assert_eq!(id.operator_id.as_str(), "OP0000000001");
+    }
+
+    #[test]
+    fn unknown_keys_and_dangling_references_are_refused() {
+        assert!(Config::parse("nonsense = 1").is_err());
+        let e = Config::parse(
+            "[[subscribers]]\nimsi = \"001010000000001\"\ngroup_id = \"nope\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown group"), "{e}");
+        let e = Config::parse("[[subscribers]]\nimsi = \"12\"\n").unwrap_err();
+        assert!(e.to_string().contains("IMSI"), "{e}");
+    }
+}

@@ -1,0 +1,15 @@
+//! simgate's control plane: the model (operators, groups, subscribers,
+//! credentials, sessions), the configuration file, and the immutable snapshots
+//! the data plane reads on its hot path.
+//!
+//! Nothing here does network I/O; the data plane depends on this crate, never
+//! the reverse.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod model;
+pub mod snapshot;
+
+pub use config::{Config, ConfigError};
+pub use model::*;
+pub use snapshot::{Identity, IdentityError, Session, SessionTable, Snapshot, SnapshotHandle};

@@ -1,0 +1,90 @@
+//! Credentials simgate uses towards clouds. Secrets never appear in `Debug`
+//! output, logs or serialized forms.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::CredentialId;
+
+/// A secret string. `Debug`, `Display` and `Serialize` print a placeholder;
+/// only [`Secret::expose`] gives the value, so every use is greppable.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A named set of credentials (SORACOM "credentials set").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Credential {
+    pub id: CredentialId,
+    #[serde(flatten)]
+    pub kind: CredentialKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CredentialKind {
+    /// AWS access key (SORACOM type `aws-credentials`).
+    #[serde(alias = "aws-credentials")]
+    Aws(AwsCredentials),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    #[serde(default)]
+    pub session_token: Option<Secret>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_serialize_hide_the_secret() {
+        let c = Credential {
+            id: CredentialId::parse("k").unwrap(),
+            kind: CredentialKind::Aws(AwsCredentials {
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: Secret::new("wJalrXUtnFEMI"),
+                session_token: Some(Secret::new("tok-123")),
+            }),
+        };
+        let dbg = format!("{c:?}");
+        let json = serde_json::to_string(&c).unwrap();
+        for out in [dbg, json] {
+            assert!(!out.contains("wJalrXUtnFEMI"), "{out}");
+            assert!(!out.contains("tok-123"), "{out}");
+            assert!(out.contains("AKIDEXAMPLE"));
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! IP → IMSI bindings, learned from RADIUS accounting, the API or the config.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::model::{Imei, Imsi, Msisdn};
+
+/// One packet-data session: which SIM holds an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub imsi: Imsi,
+    pub imei: Option<Imei>,
+    pub msisdn: Option<Msisdn>,
+}
+
+impl Session {
+    pub fn new(imsi: Imsi, imei: Option<Imei>, msisdn: Option<Msisdn>) -> Self {
+        Self { imsi, imei, msisdn }
+    }
+}
+
+/// Concurrent map from source address to session. Entries are `Arc`s so a
+/// lookup on the hot path is one probe and a reference-count increment.
+#[derive(Debug, Default)]
+pub struct SessionTable {
+    by_ip: DashMap<IpAddr, Arc<Session>>,
+}
+
+impl SessionTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn lookup(&self, ip: IpAddr) -> Option<Arc<Session>> {
+        self.by_ip.get(&canonical(ip)).map(|e| Arc::clone(e.value()))
+    }
+
+    /// Binds `ip` to a session, replacing whatever held it.
+    pub fn bind(&self, ip: IpAddr, session: Session) -> Option<Arc<Session>> {
+        self.by_ip.insert(canonical(ip), Arc::new(session))
+    }
+
+    pub fn unbind(&self, ip: IpAddr) -> Option<Arc<Session>> {
+        self.by_ip.remove(&canonical(ip)).map(|(_, s)| s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ip.is_empty()
+    }
+
+    /// A copy of all bindings, for listing (not for the hot path).
+    pub fn entries(&self) -> Vec<(IpAddr, Arc<Session>)> {
+        self.by_ip
+            .iter()
+            .map(|e| (*e.key(), Arc::clone(e.value())))
+            .collect()
+    }
+}
+
+/// A dual-stack socket reports IPv4 peers as `::ffff:a.b.c.d`; sessions are
+/// keyed by the plain IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_v4_finds_v4_binding() {
+        let t = SessionTable::new();
+        let imsi = Imsi::parse("001010000000001").unwrap();
+        t.bind("127.0.1.5".parse().unwrap(), Session::new(imsi.clone(), None, None));
+        let s = t.lookup("::ffff:127.0.1.5".parse().unwrap()).unwrap();
+        assert_eq!(s.imsi, imsi);
+        assert!(t.unbind("127.0.1.5".parse().unwrap()).is_some());
+        assert!(t.lookup("127.0.1.5".parse().unwrap()).is_none());
+    }
+}
