@@ -1,1 +1,87 @@
-fn main() {}
+//! `loadgen`: the many-SIM UDP load generator behind `scripts/bench.sh`.
+//!
+//! * `send` — 100-byte JSON records from many loopback source addresses (one
+//!   per simulated SIM), written with `sendmmsg` in batches; replies are read
+//!   back and counted. It measures one window and can read counters from a
+//!   Prometheus endpoint before and after it, so the receiver's own count
+//!   (simgate's or the sink's) is what gets reported, not what was sent.
+//! * `sink` — the raw baseline peer: plain UDP sockets read with `recvmmsg`,
+//!   counting datagrams and serving the count as `/metrics`.
+//! * `simgate-config` — a simgate configuration whose sessions bind every
+//!   source address `send` uses to its own SIM, with Funnel to the null sink.
+//! * `scrape` — prints one metrics page (readiness checks, debugging).
+
+mod config;
+mod scrape;
+mod send;
+mod sink;
+
+use std::net::Ipv4Addr;
+
+use clap::{Parser, Subcommand};
+
+/// First simulated SIM's source address; SIM `i` sends from `base + i`.
+pub(crate) const DEFAULT_SOURCE_BASE: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 1);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    about = "Many-SIM UDP load generator and raw sink for simgate benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send records from many source addresses with sendmmsg.
+    Send(send::SendArgs),
+    /// Receive with recvmmsg and count (the raw baseline peer).
+    Sink(sink::SinkArgs),
+    /// Print a simgate config for `send`'s sources (Funnel → null sink).
+    SimgateConfig(config::ConfigArgs),
+    /// Print the body of a metrics page (HTTP/1.0 GET).
+    Scrape {
+        /// e.g. http://127.0.0.1:7070/metrics
+        url: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Send(a) => send::run(&a),
+        Command::Sink(a) => sink::run(&a),
+        Command::SimgateConfig(a) => config::run(&a),
+        Command::Scrape { url } => {
+            print!("{}", scrape::get(&url)?);
+            Ok(())
+        }
+    }
+}
+
+/// Source address of simulated SIM `i` (0-based).
+pub(crate) fn source_addr(base: Ipv4Addr, i: usize) -> anyhow::Result<Ipv4Addr> {
+    let n = u32::from(base)
+        .checked_add(u32::try_from(i)?)
+        .ok_or_else(|| anyhow::anyhow!("source address range overflows"))?;
+    let addr = Ipv4Addr::from(n);
+    anyhow::ensure!(
+        addr.octets()[0] == 127,
+        "source {addr} is outside 127.0.0.0/8: traffic stays on loopback"
+    );
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_walk_the_loopback_range() {
+        let a = |i| source_addr(DEFAULT_SOURCE_BASE, i).ok();
+        assert_eq!(a(0), Some(Ipv4Addr::new(127, 0, 1, 1)));
+        assert_eq!(a(999), Some(Ipv4Addr::new(127, 0, 4, 232)));
+        assert!(source_addr(Ipv4Addr::new(127, 255, 255, 250), 10).is_err());
+    }
+}

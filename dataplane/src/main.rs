@@ -1,1 +1,142 @@
-fn main() {}
+//! The `simgate` command.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use simgate::server;
+use simgate_control::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "simgate",
+    version,
+    about = "Carrier-edge gateway for cellular IoT: SIM identity, Funnel, Harvest"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (with no --config: the embedded demo default).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, short, env = "SIMGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig { file: PathBuf },
+    /// Print the embedded default configuration (a starting point).
+    DefaultConfig,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let (config, source) = match config {
+                Some(path) => (load(&path)?, path.display().to_string()),
+                None => (Config::embedded_default(), "embedded default".to_owned()),
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(serve(config, source))
+        }
+        Command::CheckConfig { file } => {
+            let c = load(&file)?;
+            println!(
+                "{}: ok ({} operators, {} groups, {} subscribers, {} credentials, {} sessions)",
+                file.display(),
+                c.operators.len(),
+                c.groups.len(),
+                c.subscribers.len(),
+                c.credentials.len(),
+                c.sessions.len()
+            );
+            Ok(())
+        }
+        Command::DefaultConfig => {
+            print!("{}", simgate_control::config::EMBEDDED_DEFAULT);
+            Ok(())
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Config::parse(&text).with_context(|| format!("invalid configuration {}", path.display()))
+}
+
+async fn serve(config: Config, source: String) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let server = server::start(config).await?;
+    let b = &server.bound;
+    tracing::info!(config = %source, data_dir = %data_dir.display(), "simgate started");
+    let show =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    println!("simgate {} ({source})", env!("CARGO_PKG_VERSION"));
+    println!(
+        "  HTTP entry (Funnel/Harvest/Unified by Host)  {}",
+        show(b.http)
+    );
+    println!(
+        "  UDP/TCP entry (Unified: Funnel, Harvest)     {}",
+        show(b.unified_udp)
+    );
+    println!(
+        "  Harvest UDP/TCP                              {}",
+        show(b.harvest_udp)
+    );
+    println!(
+        "  API, /metrics, Harvest query                 {}",
+        show(b.api)
+    );
+    let token_file = data_dir.join("api.token");
+    if server.token_created {
+        println!(
+            "  API token (new, saved in {}): {}",
+            token_file.display(),
+            server.token
+        );
+    } else {
+        println!("  API token: in {}", token_file.display());
+    }
+    if let (Some(http), Some(api), Some(udp)) = (b.http, b.api, b.harvest_udp) {
+        println!();
+        println!("Try it (the demo SIM 001010000000001 is bound to 127.0.0.1):");
+        println!("  curl -i -H 'Host: harvest.localhost' -H 'Content-Type: application/json' -d '{{\"temp\":21}}' http://{http}/");
+        println!("  echo -n 'hello' | nc -u -w1 {} {}", udp.ip(), udp.port());
+        println!(
+            "  curl -s -H \"Authorization: Bearer $(cat {})\" 'http://{api}/v1/subscribers/001010000000001/data?sort=asc'",
+            token_file.display()
+        );
+        println!("  curl -s http://{api}/metrics | grep simgate_");
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -148,6 +148,8 @@ pub struct FunnelSettings {
     pub retry_max_ms: u64,
     /// Per-request timeout towards the sink.
     pub request_timeout_ms: u64,
+    /// On shutdown, how long queued records may still be delivered.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for FunnelSettings {
@@ -161,6 +163,7 @@ impl Default for FunnelSettings {
             retry_base_ms: 100,
             retry_max_ms: 10_000,
             request_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -326,10 +329,8 @@ mod tests {
     #[test]
     fn unknown_keys_and_dangling_references_are_refused() {
         assert!(Config::parse("nonsense = 1").is_err());
-        let e = Config::parse(
-            "[[subscribers]]\nimsi = \"001010000000001\"\ngroup_id = \"nope\"\n",
-        )
-        .unwrap_err();
+        let e = Config::parse("[[subscribers]]\nimsi = \"001010000000001\"\ngroup_id = \"nope\"\n")
+            .unwrap_err();
         assert!(e.to_string().contains("unknown group"), "{e}");
         let e = Config::parse("[[subscribers]]\nimsi = \"12\"\n").unwrap_err();
         assert!(e.to_string().contains("IMSI"), "{e}");

@@ -34,7 +34,9 @@ impl SessionTable {
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Option<Arc<Session>> {
-        self.by_ip.get(&canonical(ip)).map(|e| Arc::clone(e.value()))
+        self.by_ip
+            .get(&canonical(ip))
+            .map(|e| Arc::clone(e.value()))
     }
 
     /// Binds `ip` to a session, replacing whatever held it.
@@ -67,9 +69,7 @@ impl SessionTable {
 /// keyed by the plain IPv4 address.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -82,7 +82,10 @@ mod tests {
     fn mapped_v4_finds_v4_binding() {
         let t = SessionTable::new();
         let imsi = Imsi::parse("001010000000001").unwrap();
-        t.bind("127.0.1.5".parse().unwrap(), Session::new(imsi.clone(), None, None));
+        t.bind(
+            "127.0.1.5".parse().unwrap(),
+            Session::new(imsi.clone(), None, None),
+        );
         let s = t.lookup("::ffff:127.0.1.5".parse().unwrap()).unwrap();
         assert_eq!(s.imsi, imsi);
         assert!(t.unbind("127.0.1.5".parse().unwrap()).is_some());

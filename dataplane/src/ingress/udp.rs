@@ -1,0 +1,190 @@
+//! UDP ingress: one SO_REUSEPORT socket per worker, read in batches through
+//! quinn-udp (recvmmsg, and GRO where the kernel coalesces datagrams).
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::metrics::{member, ListenerLabels};
+use crate::services::funnel::SourceProtocol;
+use crate::services::{Entry, Handled, Message, Reply, Services};
+
+/// Largest datagram payload over IPv4.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Binds `workers` sockets on `addr` and serves them until shutdown.
+/// Returns the bound address (useful when `addr` had port 0).
+pub fn spawn(
+    addr: SocketAddr,
+    entry: Entry,
+    listener: &'static str,
+    workers: usize,
+    services: Arc<Services>,
+    shutdown: watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> io::Result<SocketAddr> {
+    let mut bound = addr;
+    for i in 0..workers.max(1) {
+        // With port 0 the first bind picks the port; the others share it.
+        let socket = super::bind_socket(bound, true)?;
+        let std_socket: std::net::UdpSocket = socket.into();
+        let state = UdpSocketState::new((&std_socket).into())?;
+        let socket = UdpSocket::from_std(std_socket)?;
+        if i == 0 {
+            bound = socket.local_addr()?;
+        }
+        let worker = Worker {
+            socket,
+            state,
+            entry,
+            listener,
+            services: Arc::clone(&services),
+        };
+        tasks.spawn(worker.run(shutdown.clone()));
+    }
+    Ok(bound)
+}
+
+struct Worker {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    entry: Entry,
+    listener: &'static str,
+    services: Arc<Services>,
+}
+
+impl Worker {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let gro = this.state.gro_segments().max(1);
+        let slot = (MAX_DATAGRAM * gro).min(1 << 20);
+        let mut buf = vec![0u8; slot * BATCH_SIZE];
+        let mut meta = [RecvMeta::default(); BATCH_SIZE];
+        let received = member(
+            &this.services.metrics.ingress_messages,
+            &ListenerLabels {
+                listener: this.listener,
+                protocol: "udp",
+            },
+        );
+        loop {
+            tokio::select! {
+                r = this.socket.readable() => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "udp socket failed");
+                        return;
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+            let n = {
+                let mut slices: Vec<IoSliceMut<'_>> =
+                    buf.chunks_mut(slot).map(IoSliceMut::new).collect();
+                match this.socket.try_io(Interest::READABLE, || {
+                    this.state
+                        .recv((&this.socket).into(), &mut slices, &mut meta)
+                }) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "udp receive failed");
+                        continue;
+                    }
+                }
+            };
+            for (m, chunk) in meta.iter().zip(buf.chunks(slot)).take(n) {
+                let data = &chunk[..m.len.min(chunk.len())];
+                let stride = if m.stride == 0 {
+                    data.len().max(1)
+                } else {
+                    m.stride
+                };
+                for datagram in data.chunks(stride) {
+                    received.inc();
+                    this.serve_one(m.addr, m.dst_ip, datagram);
+                }
+                if data.is_empty() {
+                    received.inc();
+                    this.serve_one(m.addr, m.dst_ip, data);
+                }
+            }
+        }
+    }
+
+    fn serve_one(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        local: Option<std::net::IpAddr>,
+        payload: &[u8],
+    ) {
+        let msg = Message {
+            peer,
+            protocol: SourceProtocol::Udp,
+            entry: self.entry,
+            payload,
+            content_type: None,
+            timestamp: None,
+        };
+        match self.services.handle(&msg) {
+            Handled::Now(reply) => self.reply(peer, local, &reply),
+            Handled::Later(fut) => {
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    let reply = fut.await;
+                    this.reply_async(peer, local, &reply).await;
+                });
+            }
+            // Unknown sources get no answer: nothing to learn from probing.
+            Handled::Refused(_) => {}
+        }
+    }
+
+    fn reply(&self, peer: SocketAddr, local: Option<std::net::IpAddr>, reply: &Reply) {
+        if reply.silent_on_udp {
+            return;
+        }
+        let t = Transmit {
+            destination: peer,
+            ecn: None,
+            contents: &reply.line,
+            segment_size: None,
+            src_ip: local,
+        };
+        let sent = self.socket.try_io(Interest::WRITABLE, || {
+            self.state.send((&self.socket).into(), &t)
+        });
+        if sent.is_err() {
+            // Socket buffer full: the device will retry on its own, as with
+            // any lost datagram; count it so an operator sees it.
+            self.services.metrics.reject("udp", "reply_dropped", peer);
+        }
+    }
+
+    async fn reply_async(&self, peer: SocketAddr, local: Option<std::net::IpAddr>, reply: &Reply) {
+        if reply.silent_on_udp {
+            return;
+        }
+        let t = Transmit {
+            destination: peer,
+            ecn: None,
+            contents: &reply.line,
+            segment_size: None,
+            src_ip: local,
+        };
+        let r = self
+            .socket
+            .async_io(Interest::WRITABLE, || {
+                self.state.send((&self.socket).into(), &t)
+            })
+            .await;
+        if r.is_err() {
+            self.services.metrics.reject("udp", "reply_dropped", peer);
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Wires the control snapshot, services and listeners together, and shuts
+//! them down in order: listeners first, then Funnel drains its queues.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use simgate_control::{Config, SessionTable, SnapshotHandle};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::api::{self, token, ApiState};
+use crate::ingress::{self, http::HttpLimits, tcp::TcpLimits};
+use crate::metrics::Metrics;
+use crate::services::funnel::Funnel;
+use crate::services::harvest::{self, HarvestStore};
+use crate::services::{Entry, Services};
+use crate::sinks::factory::{DefaultSinkFactory, SinkFactory};
+
+/// Addresses actually bound (ports resolved when the config said 0).
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    pub http: Option<SocketAddr>,
+    pub unified_udp: Option<SocketAddr>,
+    pub unified_tcp: Option<SocketAddr>,
+    pub harvest_udp: Option<SocketAddr>,
+    pub harvest_tcp: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
+}
+
+/// A running simgate.
+pub struct Server {
+    pub bound: Bound,
+    /// The API bearer token and whether it was created by this start.
+    pub token: String,
+    pub token_created: bool,
+    pub services: Arc<Services>,
+    shutdown: watch::Sender<bool>,
+    listeners: JoinSet<()>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts simgate with the real sinks.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    start_with(config, Arc::new(DefaultSinkFactory)).await
+}
+
+/// Starts simgate with the given sink factory (tests inject faults here).
+pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let (token, token_created) = token::load_or_create(&config.data_dir).with_context(|| {
+        format!(
+            "cannot read or create {}",
+            token::token_path(&config.data_dir).display()
+        )
+    })?;
+
+    let metrics = Arc::new(Metrics::new());
+    let sessions = Arc::new(SessionTable::new());
+    for (ip, session) in config.static_sessions() {
+        sessions.bind(ip, session);
+    }
+    let snapshot = Arc::new(SnapshotHandle::new(config.snapshot()));
+    let harvest_path = config.data_dir.join("harvest.redb");
+    let harvest = HarvestStore::open(&harvest_path, config.harvest.clone())
+        .with_context(|| format!("cannot open Harvest store {}", harvest_path.display()))?;
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let funnel = Funnel::new(
+        factory,
+        config.funnel.clone(),
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    );
+    let services = Arc::new(Services {
+        sessions: Arc::clone(&sessions),
+        snapshot,
+        funnel,
+        harvest: Arc::clone(&harvest),
+        metrics: Arc::clone(&metrics),
+    });
+
+    let mut listeners = JoinSet::new();
+    let mut bound = Bound::default();
+    let ing = &config.ingress;
+    let workers = if ing.udp_workers == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        ing.udp_workers
+    };
+    let tcp_limits = TcpLimits {
+        max_message: ing.tcp_max_message,
+        idle_timeout: Duration::from_millis(ing.tcp_idle_timeout_ms),
+        max_connections: ing.tcp_max_connections,
+    };
+    if let Some(addr) = config.listen.unified {
+        let s = Arc::clone(&services);
+        bound.unified_udp = Some(
+            ingress::udp::spawn(
+                addr,
+                Entry::Unified,
+                "unified",
+                workers,
+                s,
+                shutdown.clone(),
+                &mut listeners,
+            )
+            .with_context(|| format!("cannot bind UDP {addr}"))?,
+        );
+        let addr = SocketAddr::new(
+            addr.ip(),
+            bound.unified_udp.map_or(addr.port(), |a| a.port()),
+        );
+        bound.unified_tcp = Some(
+            ingress::tcp::spawn(
+                addr,
+                Entry::Unified,
+                "unified",
+                tcp_limits,
+                Arc::clone(&services),
+                shutdown.clone(),
+                &mut listeners,
+            )
+            .with_context(|| format!("cannot bind TCP {addr}"))?,
+        );
+    }
+    if let Some(addr) = config.listen.harvest {
+        bound.harvest_udp = Some(
+            ingress::udp::spawn(
+                addr,
+                Entry::Harvest,
+                "harvest",
+                workers,
+                Arc::clone(&services),
+                shutdown.clone(),
+                &mut listeners,
+            )
+            .with_context(|| format!("cannot bind UDP {addr}"))?,
+        );
+        let addr = SocketAddr::new(
+            addr.ip(),
+            bound.harvest_udp.map_or(addr.port(), |a| a.port()),
+        );
+        bound.harvest_tcp = Some(
+            ingress::tcp::spawn(
+                addr,
+                Entry::Harvest,
+                "harvest",
+                tcp_limits,
+                Arc::clone(&services),
+                shutdown.clone(),
+                &mut listeners,
+            )
+            .with_context(|| format!("cannot bind TCP {addr}"))?,
+        );
+    }
+    if let Some(addr) = config.listen.http {
+        let limits = HttpLimits {
+            max_body: ing.http_max_body,
+            max_connections: ing.tcp_max_connections,
+            header_timeout: Duration::from_secs(30),
+        };
+        bound.http = Some(
+            ingress::http::spawn(
+                addr,
+                limits,
+                Arc::clone(&services),
+                shutdown.clone(),
+                &mut listeners,
+            )
+            .with_context(|| format!("cannot bind HTTP {addr}"))?,
+        );
+    }
+    if let Some(addr) = config.listen.api {
+        let state = ApiState {
+            metrics: Arc::clone(&metrics),
+            sessions: Arc::clone(&sessions),
+            token: Arc::new(token::ApiToken::from_secret(&token)),
+        };
+        let app = api::router(state, Arc::clone(&harvest));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind API {addr}"))?;
+        bound.api = Some(listener.local_addr()?);
+        let mut stop = shutdown.clone();
+        listeners.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "API listener failed");
+            }
+        });
+    }
+    listeners.spawn(harvest::retention_task(
+        harvest,
+        Duration::from_secs(3600),
+        shutdown.clone(),
+    ));
+
+    Ok(Server {
+        bound,
+        token,
+        token_created,
+        services,
+        shutdown: shutdown_tx,
+        listeners,
+    })
+}
+
+impl Server {
+    /// Stops accepting, lets queued Funnel records drain (up to
+    /// `funnel.shutdown_grace_ms`), and returns when everything has stopped.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.listeners.join_next().await.is_some() {}
+        self.services.funnel.join().await;
+    }
+}

@@ -1,0 +1,223 @@
+//! SORACOM Funnel: wraps each device message in the envelope and delivers it
+//! in batches to the group's cloud destination.
+
+pub mod delivery;
+pub mod envelope;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use simgate_control::config::FunnelSettings;
+use simgate_control::{
+    CredentialId, Destination, FunnelConfig, FunnelContentType, Identity, Snapshot,
+};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::metrics::Metrics;
+use crate::sinks::factory::SinkFactory;
+use crate::sinks::SinkRecord;
+
+pub use delivery::{DestinationQueue, SubmitError};
+pub use envelope::{EnvelopeError, EnvelopeMeta, PayloadEncoding, SourceProtocol};
+
+/// What Funnel tells the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FunnelReply {
+    Accepted,
+    InvalidJson,
+    TooLarge,
+    /// Queue full: come back later.
+    Busy,
+    /// Funnel is not enabled for the SIM's group.
+    Disabled,
+    /// The destination cannot be used (bad configuration); the reason is
+    /// logged, not shown to the device.
+    Unavailable,
+    ShuttingDown,
+}
+
+impl FunnelReply {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::InvalidJson => "invalid_json",
+            Self::TooLarge => "too_large",
+            Self::Busy => "queue_full",
+            Self::Disabled => "funnel_disabled",
+            Self::Unavailable => "destination_unavailable",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl From<SubmitError> for FunnelReply {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Full => Self::Busy,
+            SubmitError::TooLarge => Self::TooLarge,
+            SubmitError::Closed => Self::ShuttingDown,
+        }
+    }
+}
+
+type QueueKey = (Destination, CredentialId);
+
+/// The Funnel service: destination queues, created on first use.
+pub struct Funnel {
+    queues: Mutex<HashMap<QueueKey, Arc<DestinationQueue>>>,
+    factory: Arc<dyn SinkFactory>,
+    settings: FunnelSettings,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+    workers: Mutex<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for Funnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Funnel")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// A message turned into a record for a destination queue.
+#[derive(Debug)]
+pub struct Prepared {
+    pub queue: Arc<DestinationQueue>,
+    pub record: SinkRecord,
+}
+
+impl Funnel {
+    pub fn new(
+        factory: Arc<dyn SinkFactory>,
+        settings: FunnelSettings,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            queues: Mutex::new(HashMap::new()),
+            factory,
+            settings,
+            metrics,
+            shutdown,
+            workers: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    /// Encodes the envelope and finds the destination queue.
+    /// `http_json`: `Some(true)` when an HTTP request said
+    /// `Content-Type: application/json`, `Some(false)` for other HTTP
+    /// content, `None` for UDP/TCP (the group's `content_type` decides).
+    pub fn prepare(
+        &self,
+        identity: &Identity,
+        snapshot: &Snapshot,
+        protocol: SourceProtocol,
+        payload: &[u8],
+        http_json: Option<bool>,
+        timestamp_ms: u64,
+    ) -> Result<Prepared, FunnelReply> {
+        let Some(config) = enabled_config(identity) else {
+            return Err(FunnelReply::Disabled);
+        };
+        let encoding = match (http_json, config.content_type) {
+            (Some(true), _) | (None, FunnelContentType::Json) => PayloadEncoding::Json,
+            // HTTP follows its Content-Type: only JSON is embedded.
+            (Some(false), _) | (None, FunnelContentType::Binary) => PayloadEncoding::Base64,
+            (None, FunnelContentType::Auto) => PayloadEncoding::Auto,
+        };
+        let meta = EnvelopeMeta {
+            operator_id: &identity.operator_id,
+            credentials_id: &config.credentials_id,
+            destination: &config.destination,
+            source_protocol: protocol,
+            timestamp_ms,
+            imsi: &identity.subscriber.imsi,
+            imei: identity.imei.as_ref(),
+        };
+        let mut data = Vec::new();
+        envelope::encode(&meta, payload, encoding, config.payloads_only, &mut data)
+            .map_err(|EnvelopeError::InvalidJson| FunnelReply::InvalidJson)?;
+        let queue = self.queue(config, snapshot)?;
+        Ok(Prepared {
+            queue,
+            record: SinkRecord {
+                partition_key: identity.subscriber.imsi.as_str().into(),
+                data: data.into(),
+            },
+        })
+    }
+
+    fn queue(
+        &self,
+        config: &FunnelConfig,
+        snapshot: &Snapshot,
+    ) -> Result<Arc<DestinationQueue>, FunnelReply> {
+        let key = (config.destination.clone(), config.credentials_id.clone());
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(q) = queues.get(&key) {
+            return Ok(Arc::clone(q));
+        }
+        let credential = snapshot.credentials.get(&config.credentials_id);
+        let sink = self
+            .factory
+            .build(
+                &config.destination,
+                credential.map(AsRef::as_ref),
+                Duration::from_millis(self.settings.request_timeout_ms),
+            )
+            .map_err(|e| {
+                tracing::error!(
+                    destination = %config.destination.resource_url,
+                    error = %e,
+                    "cannot use Funnel destination"
+                );
+                FunnelReply::Unavailable
+            })?;
+        let mut workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let q = delivery::spawn_destination(
+            sink,
+            &config.destination.resource_url,
+            &self.settings,
+            &self.metrics,
+            self.shutdown.clone(),
+            &mut workers,
+        );
+        queues.insert(key, Arc::clone(&q));
+        Ok(q)
+    }
+
+    /// Waits until every destination worker has finished (after shutdown
+    /// was signalled: queues drained or the grace period over).
+    pub async fn join(&self) {
+        let mut set = {
+            let mut w = self
+                .workers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::take(&mut *w)
+        };
+        while set.join_next().await.is_some() {}
+    }
+}
+
+fn enabled_config(identity: &Identity) -> Option<&FunnelConfig> {
+    identity
+        .group
+        .as_deref()
+        .and_then(|g| g.funnel.as_ref())
+        .filter(|f| f.enabled)
+}
+
+/// Whether the SIM's group has Funnel on.
+pub fn is_enabled(identity: &Identity) -> bool {
+    enabled_config(identity).is_some()
+}

@@ -1,0 +1,428 @@
+//! The Harvest Data query API, as SORACOM serves it:
+//!
+//! * `GET /v1/subscribers/{imsi}/data?from=&to=&sort=&limit=&last_evaluated_key=`
+//!   → `200` and a JSON array of entries, with `x-soracom-next-key` when more
+//!   exist;
+//! * `GET /v1/subscribers/{imsi}/data/{time}` → `200` and the entries at that
+//!   millisecond, or `404`;
+//! * `DELETE /v1/subscribers/{imsi}/data/{time}` → `204`, or `404`.
+//!
+//! Bad input → `400` with `{"code":"…","message":"…"}`. No authentication
+//! here: the caller wraps this router in its bearer-token layer.
+//!
+//! Store calls read or write the disk, so they run on the blocking pool.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Serialize;
+use simgate_control::Imsi;
+
+use super::entry::Entry;
+use super::query::{Query, QueryError, RawQuery};
+use super::store::{now_ms, HarvestError, HarvestStore};
+
+/// The paging header, as SORACOM names it.
+pub const NEXT_KEY_HEADER: HeaderName = HeaderName::from_static("x-soracom-next-key");
+
+/// The Harvest Data routes, ready to be nested or merged by the API server.
+pub fn router(store: Arc<HarvestStore>) -> Router {
+    Router::new()
+        .route("/v1/subscribers/{imsi}/data", get(list))
+        .route(
+            "/v1/subscribers/{imsi}/data/{time}",
+            get(get_at).delete(delete_at),
+        )
+        .with_state(store)
+}
+
+/// One entry as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryJson<'a> {
+    time: u64,
+    content_type: &'a str,
+    /// The bytes as text when they are UTF-8, else base64.
+    content: Cow<'a, str>,
+    /// `"base64"` when `content` is base64 (simgate's addition; SORACOM
+    /// stores text only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_encoding: Option<&'static str>,
+    resource_id: &'a str,
+    resource_type: &'static str,
+    category: &'static str,
+}
+
+impl<'a> From<&'a Entry> for EntryJson<'a> {
+    fn from(e: &'a Entry) -> Self {
+        let (content, content_encoding) = match std::str::from_utf8(&e.content) {
+            Ok(s) => (Cow::Borrowed(s), None),
+            Err(_) => (
+                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(&e.content)),
+                Some("base64"),
+            ),
+        };
+        Self {
+            time: e.time,
+            content_type: &e.content_type,
+            content,
+            content_encoding,
+            resource_id: e.imsi.as_str(),
+            resource_type: "Subscriber",
+            category: e.category.as_str(),
+        }
+    }
+}
+
+fn entries_json(entries: &[Entry]) -> Json<Vec<EntryJson<'_>>> {
+    Json(entries.iter().map(EntryJson::from).collect())
+}
+
+/// An error answer: status plus `{"code","message"}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found() -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "NOT_FOUND",
+            message: "no data at this time".into(),
+        }
+    }
+
+    fn internal() -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "INTERNAL_ERROR",
+            message: "harvest store failed".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: &self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        Self::bad_request(e.code(), e.to_string())
+    }
+}
+
+impl From<HarvestError> for ApiError {
+    fn from(e: HarvestError) -> Self {
+        // Storage details stay in the log, not in the answer.
+        tracing::warn!(error = %e, "harvest query failed");
+        if e.is_retryable() {
+            Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "UNAVAILABLE",
+                message: "harvest store unavailable, retry later".into(),
+            }
+        } else {
+            Self::internal()
+        }
+    }
+}
+
+fn parse_imsi(s: &str) -> Result<Imsi, ApiError> {
+    Imsi::parse(s).map_err(|e| ApiError::bad_request("INVALID_IMSI", e.to_string()))
+}
+
+fn parse_time(s: &str) -> Result<u64, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "INVALID_TIME",
+            format!(
+                "time must be a Unix time in milliseconds, got {:?}",
+                s.chars().take(32).collect::<String>()
+            ),
+        )
+    };
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    s.parse().map_err(|_| bad())
+}
+
+/// Runs a blocking store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<HarvestStore>,
+    f: impl FnOnce(&HarvestStore) -> Result<T, HarvestError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "harvest store task failed");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+async fn list(
+    State(store): State<Arc<HarvestStore>>,
+    Path(imsi): Path<String>,
+    raw: Result<axum::extract::Query<RawQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let imsi = parse_imsi(&imsi)?;
+    let axum::extract::Query(raw) =
+        raw.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
+    let query = Query::parse(&raw, &imsi, now_ms())?;
+    let page = blocking(&store, move |s| s.query(&imsi, &query)).await?;
+    let mut response = entries_json(&page.entries).into_response();
+    if let Some(key) = page.next_key {
+        let value = HeaderValue::try_from(key).map_err(|_| ApiError::internal())?;
+        response.headers_mut().insert(NEXT_KEY_HEADER, value);
+    }
+    Ok(response)
+}
+
+async fn get_at(
+    State(store): State<Arc<HarvestStore>>,
+    Path((imsi, time)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let imsi = parse_imsi(&imsi)?;
+    let time = parse_time(&time)?;
+    let entries = blocking(&store, move |s| s.get(&imsi, time)).await?;
+    if entries.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    Ok(entries_json(&entries).into_response())
+}
+
+async fn delete_at(
+    State(store): State<Arc<HarvestStore>>,
+    Path((imsi, time)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let imsi = parse_imsi(&imsi)?;
+    let time = parse_time(&time)?;
+    if blocking(&store, move |s| s.delete(&imsi, time)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::services::harvest::entry::{Category, NewEntry};
+    use axum::body::Body;
+    use axum::http::Request;
+    use bytes::Bytes;
+    use simgate_control::config::HarvestSettings;
+    use tower::ServiceExt as _;
+
+    const A: &str = "001010000000001";
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+    ) -> (StatusCode, Option<String>, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let key = resp
+            .headers()
+            .get(NEXT_KEY_HEADER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap()
+        };
+        (status, key, json)
+    }
+
+    async fn store_with_data(dir: &tempfile::TempDir) -> Arc<HarvestStore> {
+        let store = HarvestStore::open(
+            dir.path().join("harvest.redb"),
+            HarvestSettings {
+                max_entry_bytes: 64,
+                retention_days: 40,
+            },
+        )
+        .unwrap();
+        let imsi = Imsi::parse(A).unwrap();
+        for (time, ct, body) in [
+            (
+                1_653_891_795_421u64,
+                "application/json",
+                &b"{\"temp\":21}"[..],
+            ),
+            (
+                1_653_891_795_421,
+                "application/octet-stream",
+                &[0xff, 0x00][..],
+            ),
+            (1_653_891_795_500, "text/plain", b"hi"),
+        ] {
+            store
+                .append(NewEntry {
+                    imsi: imsi.clone(),
+                    time,
+                    content_type: ct.into(),
+                    category: Category::Http,
+                    content: Bytes::copy_from_slice(body),
+                })
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn entry_json_matches_soracom() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(store_with_data(&dir).await);
+        let (status, key, json) = call(
+            &app,
+            "GET",
+            &format!("/v1/subscribers/{A}/data?sort=asc&limit=1"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(key.as_deref(), Some("1653891795421_001010000000001_0"));
+        assert_eq!(
+            json,
+            serde_json::json!([{
+                "time": 1_653_891_795_421u64,
+                "contentType": "application/json",
+                "content": "{\"temp\":21}",
+                "resourceId": A,
+                "resourceType": "Subscriber",
+                "category": "http"
+            }])
+        );
+        let uri = format!(
+            "/v1/subscribers/{A}/data?sort=asc&limit=1&last_evaluated_key={}",
+            key.unwrap()
+        );
+        let (_, key, json) = call(&app, "GET", &uri).await;
+        assert_eq!(json[0]["content"], "/wA=");
+        assert_eq!(json[0]["contentEncoding"], "base64");
+        assert_eq!(key.as_deref(), Some("1653891795421_001010000000001"));
+        let uri = format!(
+            "/v1/subscribers/{A}/data?sort=asc&limit=1&last_evaluated_key={}",
+            key.unwrap()
+        );
+        let (_, key, json) = call(&app, "GET", &uri).await;
+        assert_eq!(json[0]["content"], "hi");
+        assert_eq!(key, None);
+    }
+
+    #[tokio::test]
+    async fn default_is_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(store_with_data(&dir).await);
+        let (status, key, json) = call(&app, "GET", &format!("/v1/subscribers/{A}/data")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(key, None);
+        let times: Vec<u64> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["time"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            times,
+            [1_653_891_795_500, 1_653_891_795_421, 1_653_891_795_421]
+        );
+        assert_eq!(json[1]["contentEncoding"], "base64");
+    }
+
+    #[tokio::test]
+    async fn get_and_delete_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(store_with_data(&dir).await);
+        let at = format!("/v1/subscribers/{A}/data/1653891795421");
+        let (status, _, json) = call(&app, "GET", &at).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json.as_array().unwrap().len(), 2);
+        let (status, _, _) = call(&app, "DELETE", &at).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _, json) = call(&app, "GET", &at).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(json["code"], "NOT_FOUND");
+        let (status, _, _) = call(&app, "DELETE", &at).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, _, json) = call(&app, "GET", &format!("/v1/subscribers/{A}/data")).await;
+        assert_eq!(json.as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(store_with_data(&dir).await);
+        for (uri, code) in [
+            ("/v1/subscribers/12ab/data".to_owned(), "INVALID_IMSI"),
+            (format!("/v1/subscribers/{A}/data?limit=0"), "INVALID_LIMIT"),
+            (
+                format!("/v1/subscribers/{A}/data?limit=1001"),
+                "INVALID_LIMIT",
+            ),
+            (format!("/v1/subscribers/{A}/data?sort=up"), "INVALID_SORT"),
+            (format!("/v1/subscribers/{A}/data?from=x"), "INVALID_FROM"),
+            (
+                format!("/v1/subscribers/{A}/data?from=9&to=8"),
+                "INVALID_RANGE",
+            ),
+            (
+                format!("/v1/subscribers/{A}/data?last_evaluated_key=1_001010000000002"),
+                "INVALID_LAST_EVALUATED_KEY",
+            ),
+            (format!("/v1/subscribers/{A}/data/soon"), "INVALID_TIME"),
+            ("/v1/subscribers/1/data/1".to_owned(), "INVALID_IMSI"),
+        ] {
+            let (status, _, json) = call(&app, "GET", &uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert_eq!(json["code"], code, "{uri}");
+            assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        let (status, _, json) = call(&app, "DELETE", &format!("/v1/subscribers/{A}/data/-1")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json["code"], "INVALID_TIME");
+    }
+}

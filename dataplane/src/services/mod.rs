@@ -1,0 +1,375 @@
+//! Device-facing services, each named as SORACOM names it, and the routing of
+//! one device message to the services its SIM's group enables.
+
+pub mod funnel;
+pub mod harvest;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use simgate_control::{Identity, IdentityError, SessionTable, Snapshot, SnapshotHandle};
+
+use crate::metrics::Metrics;
+use funnel::{Funnel, FunnelReply, SourceProtocol};
+use harvest::{Category, HarvestError, HarvestStore, NewEntry};
+
+/// Which entry point the device used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Port 23080 or an HTTP Host that names no service: whatever the group
+    /// enables.
+    Unified,
+    Funnel,
+    Harvest,
+}
+
+/// One message from a device.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    pub peer: SocketAddr,
+    pub protocol: SourceProtocol,
+    pub entry: Entry,
+    pub payload: &'a [u8],
+    /// HTTP `Content-Type`, if any.
+    pub content_type: Option<&'a str>,
+    /// HTTP `X-Soracom-Timestamp`, if any (Harvest entry time).
+    pub timestamp: Option<&'a str>,
+}
+
+/// A service's answer, in the forms each protocol needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// HTTP response body (may be empty).
+    pub body: Bytes,
+    pub content_type: &'static str,
+    /// What UDP and TCP devices receive.
+    pub line: Bytes,
+    /// HTTP `Retry-After`, seconds.
+    pub retry_after: Option<u32>,
+    /// Close the TCP connection after this reply (SORACOM sends FIN after a
+    /// 400 on TCP).
+    pub close: bool,
+    /// Drop silently on UDP (queue full: answering would add load).
+    pub silent_on_udp: bool,
+}
+
+impl Reply {
+    fn ok(status: u16, line: &'static str) -> Self {
+        Self {
+            status,
+            body: Bytes::new(),
+            content_type: "text/plain",
+            line: Bytes::from_static(line.as_bytes()),
+            retry_after: None,
+            close: false,
+            silent_on_udp: false,
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Self {
+        Self {
+            status,
+            body: Bytes::from(message.to_owned()),
+            content_type: "text/plain",
+            line: Bytes::from(format!("{status} {message}")),
+            retry_after: None,
+            close: status == 400,
+            silent_on_udp: false,
+        }
+    }
+
+    fn busy(status: u16, message: &str) -> Self {
+        Self {
+            retry_after: Some(1),
+            silent_on_udp: true,
+            ..Self::error(status, message)
+        }
+    }
+}
+
+/// The answer now, or a future that will produce it (Harvest waits for its
+/// commit; TCP waits for room in a full Funnel queue).
+pub enum Handled {
+    Now(Reply),
+    Later(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
+    /// The source is not allowed: HTTP 403, TCP close, UDP drop.
+    Refused(IdentityError),
+}
+
+/// Everything the ingress needs to serve devices.
+pub struct Services {
+    pub sessions: Arc<SessionTable>,
+    pub snapshot: Arc<SnapshotHandle>,
+    pub funnel: Funnel,
+    pub harvest: Arc<HarvestStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Services {
+    /// Resolves who sent a message from its source address.
+    pub fn identify(
+        &self,
+        peer: SocketAddr,
+    ) -> Result<(Identity, arc_swap::Guard<Arc<Snapshot>>), IdentityError> {
+        let session = self
+            .sessions
+            .lookup(peer.ip())
+            .ok_or(IdentityError::NoSession)?;
+        let snapshot = self.snapshot.load();
+        let identity = snapshot.resolve(&session)?;
+        Ok((identity, snapshot))
+    }
+
+    /// Serves one message.
+    pub fn handle(&self, msg: &Message<'_>) -> Handled {
+        let (identity, snapshot) = match self.identify(msg.peer) {
+            Ok(x) => x,
+            Err(e) => {
+                self.metrics
+                    .reject(msg.protocol.as_str(), e.reason(), msg.peer);
+                return Handled::Refused(e);
+            }
+        };
+        let group = identity.group.as_deref();
+        let funnel_on = funnel::is_enabled(&identity);
+        let harvest_on = group.is_some_and(|g| g.harvest.enabled);
+        let proto = msg.protocol.as_str();
+        match msg.entry {
+            Entry::Funnel => self.funnel(msg, &identity, &snapshot),
+            Entry::Harvest if harvest_on => self.harvest(msg, &identity),
+            Entry::Harvest => {
+                self.metrics.served("harvest", proto, 400);
+                Handled::Now(Reply::error(
+                    400,
+                    "Harvest is not enabled for this SIM's group",
+                ))
+            }
+            Entry::Unified => match (funnel_on, harvest_on) {
+                (true, false) => self.funnel(msg, &identity, &snapshot),
+                (false, true) => self.harvest(msg, &identity),
+                (true, true) => self.both(msg, &identity, &snapshot),
+                (false, false) => {
+                    self.metrics.served("unified", proto, 400);
+                    Handled::Now(Reply::error(
+                        400,
+                        "no service is enabled for this SIM's group (enable Funnel or Harvest)",
+                    ))
+                }
+            },
+        }
+    }
+
+    fn funnel(&self, msg: &Message<'_>, identity: &Identity, snapshot: &Snapshot) -> Handled {
+        let proto = msg.protocol.as_str();
+        let http_json =
+            (msg.protocol == SourceProtocol::Http).then(|| is_json_type(msg.content_type));
+        let prepared = match self.funnel.prepare(
+            identity,
+            snapshot,
+            msg.protocol,
+            msg.payload,
+            http_json,
+            now_ms(),
+        ) {
+            Ok(p) => p,
+            Err(reply) => return Handled::Now(self.funnel_reply(proto, &reply)),
+        };
+        if msg.protocol == SourceProtocol::Tcp {
+            let metrics = Arc::clone(&self.metrics);
+            return Handled::Later(Box::pin(async move {
+                let r = match prepared.queue.submit(prepared.record).await {
+                    Ok(()) => FunnelReply::Accepted,
+                    Err(e) => e.into(),
+                };
+                funnel_reply(&metrics, proto, &r)
+            }));
+        }
+        let r = match prepared.queue.try_submit(prepared.record) {
+            Ok(()) => FunnelReply::Accepted,
+            Err(e) => e.into(),
+        };
+        Handled::Now(self.funnel_reply(proto, &r))
+    }
+
+    fn funnel_reply(&self, proto: &'static str, r: &FunnelReply) -> Reply {
+        funnel_reply(&self.metrics, proto, r)
+    }
+
+    fn harvest(&self, msg: &Message<'_>, identity: &Identity) -> Handled {
+        match self.harvest_entry(msg, identity) {
+            Ok(entry) => {
+                let store = Arc::clone(&self.harvest);
+                let metrics = Arc::clone(&self.metrics);
+                let proto = msg.protocol.as_str();
+                Handled::Later(Box::pin(async move {
+                    let started = std::time::Instant::now();
+                    let r = store.append(entry).await;
+                    metrics
+                        .harvest_append_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    harvest_reply(&metrics, proto, r)
+                }))
+            }
+            Err(reply) => Handled::Now(reply),
+        }
+    }
+
+    fn harvest_entry(&self, msg: &Message<'_>, identity: &Identity) -> Result<NewEntry, Reply> {
+        let proto = msg.protocol.as_str();
+        let time = match harvest::entry_time(msg.timestamp, now_ms()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.metrics.served("harvest", proto, 400);
+                return Err(Reply::error(400, &e.to_string()));
+            }
+        };
+        let category = match msg.protocol {
+            SourceProtocol::Http => Category::Http,
+            SourceProtocol::Tcp => Category::Tcp,
+            SourceProtocol::Udp => Category::Udp,
+        };
+        Ok(NewEntry {
+            imsi: identity.subscriber.imsi.clone(),
+            time,
+            content_type: msg
+                .content_type
+                .unwrap_or(harvest::DEFAULT_CONTENT_TYPE)
+                .to_owned(),
+            category,
+            content: Bytes::copy_from_slice(msg.payload),
+        })
+    }
+
+    /// Unified Endpoint with Funnel and Harvest both on: the unified JSON
+    /// answer, 207 when either failed.
+    fn both(&self, msg: &Message<'_>, identity: &Identity, snapshot: &Snapshot) -> Handled {
+        let funnel = self.funnel(msg, identity, snapshot);
+        let harvest = self.harvest(msg, identity);
+        Handled::Later(Box::pin(async move {
+            let f = resolve(funnel).await;
+            let h = resolve(harvest).await;
+            unified_reply(&[("funnel", &f), ("harvest", &h)])
+        }))
+    }
+}
+
+async fn resolve(h: Handled) -> Reply {
+    match h {
+        Handled::Now(r) => r,
+        Handled::Later(f) => f.await,
+        Handled::Refused(e) => Reply::error(403, &e.to_string()),
+    }
+}
+
+fn unified_reply(parts: &[(&str, &Reply)]) -> Reply {
+    let all_ok = parts.iter().all(|(_, r)| (200..300).contains(&r.status));
+    let mut detail = serde_json::Map::new();
+    for (name, r) in parts {
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        detail.insert(
+            (*name).to_owned(),
+            serde_json::json!({"statusCode": r.status, "body": body}),
+        );
+    }
+    let status = if all_ok { 200 } else { 207 };
+    let json = serde_json::json!({
+        "statusCode": status,
+        "body": {"result": if all_ok {"ok"} else {"ng"}, "detail": detail},
+    });
+    let text = json.to_string();
+    Reply {
+        status,
+        line: Bytes::from(format!("{status} {text}")),
+        body: Bytes::from(text),
+        content_type: "application/json",
+        retry_after: None,
+        close: false,
+        silent_on_udp: false,
+    }
+}
+
+fn is_json_type(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("application/json")
+            || essence.to_ascii_lowercase().ends_with("+json")
+    })
+}
+
+fn funnel_reply(metrics: &Metrics, proto: &'static str, r: &FunnelReply) -> Reply {
+    let reply = match r {
+        FunnelReply::Accepted => Reply {
+            status: 204,
+            ..Reply::ok(204, "200")
+        },
+        FunnelReply::InvalidJson => Reply::error(400, "Invalid JSON is send to funnel."),
+        FunnelReply::TooLarge => Reply::error(413, "Payload Too Large"),
+        FunnelReply::Disabled => Reply::error(400, "Funnel is not enabled for this SIM's group"),
+        FunnelReply::Busy => Reply::busy(429, "Too Many Requests: Funnel queue is full"),
+        FunnelReply::Unavailable => Reply::error(500, "Funnel destination is unavailable"),
+        FunnelReply::ShuttingDown => Reply::busy(503, "Service Unavailable: shutting down"),
+    };
+    if !matches!(r, FunnelReply::Accepted) {
+        metrics.funnel_drop(r.reason());
+    }
+    metrics.served("funnel", proto, reply.status);
+    reply
+}
+
+fn harvest_reply(metrics: &Metrics, proto: &'static str, r: Result<(), HarvestError>) -> Reply {
+    let reply = match r {
+        Ok(()) => Reply::ok(201, "201\n"),
+        Err(e) => {
+            let (status, busy) = harvest::error_status(&e);
+            tracing::debug!(error = %e, "harvest entry refused");
+            if busy {
+                Reply::busy(status, &e.to_string())
+            } else {
+                Reply::error(status, &e.to_string())
+            }
+        }
+    };
+    metrics.served("harvest", proto, reply.status);
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json_type(Some("application/json; charset=utf-8")));
+        assert!(is_json_type(Some("application/ld+json")));
+        assert!(!is_json_type(Some("text/plain")));
+        assert!(!is_json_type(None));
+    }
+
+    #[test]
+    fn unified_reply_is_207_when_a_service_failed() {
+        let ok = Reply::ok(201, "201\n");
+        let bad = Reply::error(400, "Invalid JSON is send to funnel.");
+        let r = unified_reply(&[("funnel", &bad), ("harvest", &ok)]);
+        assert_eq!(r.status, 207);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        assert_eq!(v["body"]["result"], "ng");
+        assert_eq!(v["body"]["detail"]["funnel"]["statusCode"], 400);
+    }
+}

@@ -1,0 +1,186 @@
+//! Shared helpers for end-to-end tests: start a simgate on free ports with a
+//! temporary data dir, and talk to it from chosen source addresses.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use simgate::server::{self, Server};
+use simgate_control::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+
+pub struct Running {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+/// Listener section putting everything on 127.0.0.1 with OS-chosen ports.
+pub const LISTEN_ANY_PORT: &str = r#"
+[listen]
+http = "127.0.0.1:0"
+unified = "127.0.0.1:0"
+harvest = "127.0.0.1:0"
+api = "127.0.0.1:0"
+"#;
+
+/// Starts simgate from `body` (TOML without `data_dir` and `[listen]`).
+pub async fn start(body: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = {:?}\n{LISTEN_ANY_PORT}\n{body}",
+        dir.path().display().to_string()
+    );
+    let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let server = server::start(config).await.unwrap();
+    Running { server, dir }
+}
+
+/// Sends one datagram from `src` and waits for the reply.
+pub async fn udp_request(src: IpAddr, to: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind(SocketAddr::new(src, 0)).await.unwrap();
+    sock.send_to(payload, to).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    match tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+/// Connects from `src` to `to`.
+pub async fn tcp_connect(src: IpAddr, to: SocketAddr) -> TcpStream {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(src, 0)).unwrap();
+    sock.connect(to).await.unwrap()
+}
+
+/// Writes one message and reads one reply (empty when the peer closed).
+pub async fn tcp_exchange(stream: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
+    stream.write_all(payload).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("reply within 5 s")
+        .unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection from `src`; returns
+/// (status, headers, body). Hand-written so the test controls the source
+/// address and sees exactly what goes on the wire.
+pub async fn http_request(
+    src: IpAddr,
+    to: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut stream = tcp_connect(src, to).await;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("response within 10 s")
+        .unwrap();
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("complete response head");
+    let head = std::str::from_utf8(&raw[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// GET on the API with the bearer token.
+pub async fn api_get(
+    run: &Running,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let api = run.server.bound.api.unwrap();
+    let auth;
+    let mut headers = Vec::new();
+    if let Some(t) = token {
+        auth = format!("Bearer {t}");
+        headers.push(("Authorization", auth.as_str()));
+    }
+    http_request(
+        "127.0.0.1".parse().unwrap(),
+        api,
+        "GET",
+        "localhost",
+        path,
+        &headers,
+        b"",
+    )
+    .await
+}
+
+/// The value of a counter line in the Prometheus text, summed over lines
+/// that contain every one of `parts`.
+pub async fn metric(run: &Running, name: &str, parts: &[&str]) -> f64 {
+    let (_, _, body) = api_get(run, "/metrics", None).await;
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,93 @@
+//! Replays the fuzz corpora under plain `cargo test` (no libFuzzer): every
+//! file in `fuzz/corpus/<target>/`, and in `fuzz/artifacts/<target>/` when a
+//! fuzzing run has left crashes there, goes through the same property check
+//! as the fuzz target. The checks live in `fuzz/checks/` and are compiled into
+//! both.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+#[path = "../../fuzz/checks/config_toml.rs"]
+mod config_toml;
+#[path = "../../fuzz/checks/funnel_envelope.rs"]
+mod funnel_envelope;
+#[path = "../../fuzz/checks/harvest_query.rs"]
+mod harvest_query;
+#[path = "../../fuzz/checks/kinesis_response.rs"]
+mod kinesis_response;
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+/// The files of `dir`, sorted; an absent directory has none.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+                .path()
+        })
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `check` on every seed of `target` and every crash artifact, and
+/// fails naming each input that broke the property.
+fn replay(target: &str, check: fn(&[u8])) {
+    let corpus = fuzz_dir().join("corpus").join(target);
+    let seeds = files_in(&corpus);
+    assert!(
+        !seeds.is_empty(),
+        "{} is missing or empty: every fuzz target needs seeds",
+        corpus.display()
+    );
+    let artifacts = files_in(&fuzz_dir().join("artifacts").join(target));
+
+    let mut failed = Vec::new();
+    for path in seeds.iter().chain(&artifacts) {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| check(&data))) {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            failed.push(format!("{}: {message}", path.display()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{target}: the property fails for\n  {}",
+        failed.join("\n  ")
+    );
+    eprintln!(
+        "{target}: {} seeds, {} artifacts replayed",
+        seeds.len(),
+        artifacts.len()
+    );
+}
+
+#[test]
+fn funnel_envelope_corpus() {
+    replay("funnel_envelope", funnel_envelope::check);
+}
+
+#[test]
+fn config_toml_corpus() {
+    replay("config_toml", config_toml::check);
+}
+
+#[test]
+fn kinesis_response_corpus() {
+    replay("kinesis_response", kinesis_response::check);
+}
+
+#[test]
+fn harvest_query_corpus() {
+    replay("harvest_query", harvest_query::check);
+}

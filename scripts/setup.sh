@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what simgate's tests need on a fresh machine: Debian packages, the
+# kinesalite Kinesis emulator (npm) and, for fuzzing, cargo-fuzz.
+# Idempotent: already-installed pieces are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v nc >/dev/null || need_apt+=(netcat-openbsd)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v radclient >/dev/null || need_apt+=(freeradius-utils)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+scripts/kinesalite.sh install
+
+if [ "${WITH_FUZZ:-0}" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz"
+  cargo install --locked cargo-fuzz
+fi
