@@ -1,0 +1,362 @@
+//! Funnel delivery under faults no emulator produces: throttled records,
+//! partial batch failures, an outage, permanent rejections, a stalled sink
+//! and shutdown. The property throughout: every acknowledged record is
+//! delivered exactly once or counted as failed — never silently lost.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use simgate::server;
+use simgate::sinks::factory::SinkFactory;
+use simgate::sinks::{
+    BatchLimits, BatchOutcome, FailureKind, RecordOutcome, Sink, SinkError, SinkFuture, SinkRecord,
+};
+use simgate_control::{Config, Credential, Destination};
+
+/// What the fault sink does with request number `n` (0-based) and its records.
+type Behaviour = dyn Fn(usize, &[SinkRecord]) -> Option<BatchOutcome> + Send + Sync;
+
+struct FaultSink {
+    behaviour: Box<Behaviour>,
+    requests: AtomicUsize,
+    /// Payload → times delivered.
+    delivered: Mutex<HashMap<Vec<u8>, usize>>,
+    /// Payload → times seen in any request.
+    seen: Mutex<HashMap<Vec<u8>, usize>>,
+    stall: Option<Duration>,
+}
+
+impl FaultSink {
+    fn new(behaviour: Box<Behaviour>) -> Arc<Self> {
+        Arc::new(Self {
+            behaviour,
+            requests: AtomicUsize::new(0),
+            delivered: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+            stall: None,
+        })
+    }
+
+    fn delivered(&self) -> HashMap<Vec<u8>, usize> {
+        self.delivered.lock().unwrap().clone()
+    }
+}
+
+fn payload_of(r: &SinkRecord) -> Vec<u8> {
+    let v: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
+    serde_json::to_vec(&v["payloads"]).unwrap()
+}
+
+impl Sink for FaultSink {
+    fn put_batch<'a>(&'a self, records: &'a [SinkRecord]) -> SinkFuture<'a> {
+        Box::pin(async move {
+            if let Some(d) = self.stall {
+                tokio::time::sleep(d).await;
+            }
+            let n = self.requests.fetch_add(1, Ordering::SeqCst);
+            {
+                let mut seen = self.seen.lock().unwrap();
+                for r in records {
+                    *seen.entry(payload_of(r)).or_default() += 1;
+                }
+            }
+            let outcome = (self.behaviour)(n, records).unwrap_or_else(|| {
+                BatchOutcome::PerRecord(vec![RecordOutcome::Delivered; records.len()])
+            });
+            let mut delivered = self.delivered.lock().unwrap();
+            for (i, r) in records.iter().enumerate() {
+                if outcome.record(i) == RecordOutcome::Delivered {
+                    *delivered.entry(payload_of(r)).or_default() += 1;
+                }
+            }
+            outcome
+        })
+    }
+
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_records: 50,
+            max_bytes: 1 << 20,
+            max_record_bytes: 64 << 10,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "fault"
+    }
+}
+
+struct Factory(Arc<FaultSink>);
+
+impl SinkFactory for Factory {
+    fn build(
+        &self,
+        _: &Destination,
+        _: Option<&Credential>,
+        _: Duration,
+    ) -> Result<Arc<dyn Sink>, String> {
+        Ok(Arc::clone(&self.0) as Arc<dyn Sink>)
+    }
+}
+
+fn config(dir: &std::path::Path, extra_funnel: &str) -> Config {
+    let text = format!(
+        r#"
+data_dir = {dir:?}
+{listen}
+[funnel]
+linger_ms = 5
+retry_base_ms = 5
+retry_max_ms = 50
+{extra_funnel}
+
+[[operators]]
+id = "OP0000000001"
+
+[[credentials]]
+id = "c"
+type = "aws"
+access_key_id = "x"
+secret_access_key = "y"
+
+[[groups]]
+id = "g"
+[groups.funnel]
+credentials_id = "c"
+destination = {{ service = "kinesis", resource_url = "https://kinesis.us-east-1.amazonaws.com/s" }}
+
+[[subscribers]]
+imsi = "001010000000001"
+group_id = "g"
+
+[[sessions]]
+ip = "127.0.0.1"
+imsi = "001010000000001"
+"#,
+        dir = dir.display().to_string(),
+        listen = common::LISTEN_ANY_PORT,
+    );
+    Config::parse(&text).unwrap()
+}
+
+fn local() -> IpAddr {
+    "127.0.0.1".parse().unwrap()
+}
+
+/// Sends `n` records over HTTP; returns the payloads that were acknowledged.
+async fn send(http: std::net::SocketAddr, n: usize) -> Vec<Vec<u8>> {
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let body = format!(r#"{{"i":{i}}}"#);
+        let (status, _, _) = common::http_request(
+            local(),
+            http,
+            "POST",
+            "funnel.localhost",
+            "/",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+        if status == 204 {
+            acked.push(body.into_bytes());
+        }
+    }
+    acked
+}
+
+async fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !done() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_and_partially_failed_records_are_retried_exactly_once() {
+    // Every other request: the odd records are throttled; every fifth
+    // request fails as a whole (transient).
+    let sink = FaultSink::new(Box::new(|n, records| {
+        if n % 5 == 4 {
+            return Some(BatchOutcome::Failed(SinkError {
+                kind: FailureKind::Transient,
+                reason: "http_5xx",
+                message: "injected 503".into(),
+            }));
+        }
+        (n % 2 == 0).then(|| {
+            BatchOutcome::PerRecord(
+                (0..records.len())
+                    .map(|i| {
+                        if i % 2 == 1 {
+                            RecordOutcome::Retryable(
+                                "ProvisionedThroughputExceededException".into(),
+                            )
+                        } else {
+                            RecordOutcome::Delivered
+                        }
+                    })
+                    .collect(),
+            )
+        })
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server::start_with(
+        config(dir.path(), "max_attempts = 20"),
+        Arc::new(Factory(Arc::clone(&sink))),
+    )
+    .await
+    .unwrap();
+    let acked = send(srv.bound.http.unwrap(), 300).await;
+    assert_eq!(acked.len(), 300);
+    wait_until(Duration::from_secs(20), || {
+        sink.delivered().len() == acked.len()
+    })
+    .await;
+    let delivered = sink.delivered();
+    for p in &acked {
+        assert_eq!(delivered.get(p), Some(&1), "{}", String::from_utf8_lossy(p));
+    }
+    let retries = srv.services.metrics.encode();
+    assert!(
+        retries.contains("simgate_funnel_retries_total{sink=\"fault\""),
+        "{retries}"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_then_recovery_loses_nothing() {
+    let started = Instant::now();
+    let sink = FaultSink::new(Box::new(move |_, _| {
+        (started.elapsed() < Duration::from_millis(800)).then(|| {
+            BatchOutcome::Failed(SinkError {
+                kind: FailureKind::Transient,
+                reason: "connect",
+                message: "injected outage".into(),
+            })
+        })
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server::start_with(
+        config(dir.path(), "max_attempts = 1000"),
+        Arc::new(Factory(Arc::clone(&sink))),
+    )
+    .await
+    .unwrap();
+    let acked = send(srv.bound.http.unwrap(), 100).await;
+    wait_until(Duration::from_secs(20), || {
+        sink.delivered().len() == acked.len()
+    })
+    .await;
+    let delivered = sink.delivered();
+    assert_eq!(delivered.len(), acked.len());
+    assert!(delivered.values().all(|&n| n == 1));
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_records_are_counted_not_retried() {
+    let sink = FaultSink::new(Box::new(|_, records| {
+        Some(BatchOutcome::PerRecord(vec![
+            RecordOutcome::Rejected(
+                "ValidationException: nope".into()
+            );
+            records.len()
+        ]))
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server::start_with(config(dir.path(), ""), Arc::new(Factory(Arc::clone(&sink))))
+        .await
+        .unwrap();
+    let acked = send(srv.bound.http.unwrap(), 20).await;
+    assert_eq!(acked.len(), 20);
+    let metrics = Arc::clone(&srv.services.metrics);
+    let failed = || {
+        metrics
+            .encode()
+            .lines()
+            .find(|l| {
+                l.starts_with("simgate_funnel_records_out_total") && l.contains("result=\"failed\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(10), || failed() == 20).await;
+    assert_eq!(failed(), 20);
+    assert!(
+        sink.seen.lock().unwrap().values().all(|&n| n == 1),
+        "rejected records must not be re-sent"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_answers_429_and_memory_stays_bounded() {
+    let mut sink = FaultSink::new(Box::new(|_, _| None));
+    Arc::get_mut(&mut sink).unwrap().stall = Some(Duration::from_secs(3600));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "queue_records = 20\nmax_in_flight = 1\nshutdown_grace_ms = 100",
+    );
+    let srv = server::start_with(cfg, Arc::new(Factory(Arc::clone(&sink))))
+        .await
+        .unwrap();
+    let http = srv.bound.http.unwrap();
+    let mut statuses = HashMap::new();
+    let mut retry_after = None;
+    for i in 0..40 {
+        let (status, headers, _) = common::http_request(
+            local(),
+            http,
+            "POST",
+            "funnel.localhost",
+            "/",
+            &[],
+            format!("{i}").as_bytes(),
+        )
+        .await;
+        *statuses.entry(status).or_insert(0) += 1;
+        if status == 429 {
+            retry_after = common::header(&headers, "retry-after").map(str::to_owned);
+        }
+    }
+    assert_eq!(statuses.get(&204), Some(&20), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&20), "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    // UDP is dropped and counted.
+    let reply = common::udp_request(local(), srv.bound.unified_udp.unwrap(), b"x").await;
+    assert_eq!(reply, None);
+    let text = srv.services.metrics.encode();
+    assert!(
+        text.contains("simgate_funnel_dropped_total{reason=\"queue_full\"} 21"),
+        "{text}"
+    );
+    assert!(text.contains("simgate_funnel_queue_records{sink=\"fault\",destination=\"https://kinesis.us-east-1.amazonaws.com/s\"} 20"), "{text}");
+    // The stalled records are reported lost at shutdown, not silently.
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_what_was_acknowledged() {
+    let sink = FaultSink::new(Box::new(|_, _| None));
+    let dir = tempfile::tempdir().unwrap();
+    // A long linger: records sit in an open batch until shutdown flushes it.
+    let cfg = config(dir.path(), "shutdown_grace_ms = 5000");
+    let mut cfg = cfg;
+    cfg.funnel.linger_ms = 60_000;
+    let srv = server::start_with(cfg, Arc::new(Factory(Arc::clone(&sink))))
+        .await
+        .unwrap();
+    let acked = send(srv.bound.http.unwrap(), 30).await;
+    assert_eq!(acked.len(), 30);
+    assert!(sink.delivered().is_empty());
+    srv.shutdown().await;
+    assert_eq!(sink.delivered().len(), 30);
+}
