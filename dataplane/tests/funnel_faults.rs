@@ -3,6 +3,7 @@
 //! and shutdown. The property throughout: every acknowledged record is
 //! delivered exactly once or counted as failed — never silently lost.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
 mod common;
 
 use std::collections::HashMap;

@@ -17,7 +17,8 @@ mod harvest_query;
 mod kinesis_response;
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// The files of `dir`, sorted; an absent directory has none.
