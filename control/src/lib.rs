@@ -6,10 +6,15 @@
 //! the reverse.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod model;
+pub mod plane;
+pub mod radius;
 pub mod snapshot;
+pub mod store;
 
 pub use config::{Config, ConfigError};
 pub use model::*;
+pub use plane::ControlPlane;
 pub use snapshot::{Identity, IdentityError, Session, SessionTable, Snapshot, SnapshotHandle};

@@ -36,6 +36,12 @@ pub struct Group {
     pub harvest: HarvestConfig,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Configuration namespaces simgate does not model yet (`SoracomAir`,
+    /// `SoracomBeam`, `SoracomEndorse`, …): namespace → key → value, kept
+    /// verbatim so they round-trip through the API. `SoracomFunnel` and
+    /// `SoracomHarvest` live in the typed fields above, never here.
+    #[serde(default)]
+    pub configuration: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 /// SORACOM Funnel settings of a group (namespace `SoracomFunnel`).

@@ -1,0 +1,515 @@
+//! `/v1/subscribers`: SIMs, shaped like SORACOM's Subscriber API.
+//!
+//! `/v1/subscribers/{imsi}/data` (Harvest Data) is served by the data plane
+//! and must not be defined here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{blocking, ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::model::{GroupId, Imei, Imsi, Msisdn, SimId, Subscriber, SubscriberStatus};
+use crate::plane::{ControlPlane, SubscriberFilter, TagFilter};
+use crate::store::Stamped;
+
+/// Response header carrying the key of the next page.
+pub(crate) const NEXT_KEY: HeaderName = HeaderName::from_static("x-soracom-next-key");
+
+/// Page size when `limit` is not given, and the largest allowed.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// Lifecycle state of a SIM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Ready,
+    Active,
+    Inactive,
+    Standby,
+    Suspended,
+    Terminated,
+}
+
+impl From<SubscriberStatus> for Status {
+    fn from(s: SubscriberStatus) -> Self {
+        match s {
+            SubscriberStatus::Ready => Self::Ready,
+            SubscriberStatus::Active => Self::Active,
+            SubscriberStatus::Inactive => Self::Inactive,
+            SubscriberStatus::Standby => Self::Standby,
+            SubscriberStatus::Suspended => Self::Suspended,
+            SubscriberStatus::Terminated => Self::Terminated,
+        }
+    }
+}
+
+impl From<Status> for SubscriberStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Ready => Self::Ready,
+            Status::Active => Self::Active,
+            Status::Inactive => Self::Inactive,
+            Status::Standby => Self::Standby,
+            Status::Suspended => Self::Suspended,
+            Status::Terminated => Self::Terminated,
+        }
+    }
+}
+
+/// The device a SIM is locked to.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ImeiLock {
+    #[schema(example = "353000000000001")]
+    pub(crate) imei: String,
+}
+
+/// A SIM, as SORACOM's API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SubscriberView {
+    #[schema(example = "001010000000001")]
+    pub(crate) imsi: String,
+    pub(crate) imei: Option<String>,
+    pub(crate) msisdn: Option<String>,
+    pub(crate) sim_id: Option<String>,
+    pub(crate) operator_id: Option<String>,
+    pub(crate) group_id: Option<String>,
+    pub(crate) status: Status,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) imei_lock: Option<ImeiLock>,
+    /// Unix ms.
+    pub(crate) created_at: u64,
+    /// Unix ms.
+    pub(crate) last_modified_at: u64,
+}
+
+impl From<&Stamped<Subscriber>> for SubscriberView {
+    fn from(s: &Stamped<Subscriber>) -> Self {
+        let v = &s.value;
+        Self {
+            imsi: v.imsi.to_string(),
+            imei: v.imei.as_ref().map(ToString::to_string),
+            msisdn: v.msisdn.as_ref().map(ToString::to_string),
+            sim_id: v.sim_id.as_ref().map(ToString::to_string),
+            operator_id: v.operator_id.as_ref().map(ToString::to_string),
+            group_id: v.group_id.as_ref().map(ToString::to_string),
+            status: v.status.into(),
+            tags: v.tags.clone(),
+            imei_lock: v.imei_lock.as_ref().map(|i| ImeiLock {
+                imei: i.to_string(),
+            }),
+            created_at: s.created_at,
+            last_modified_at: s.last_modified_at,
+        }
+    }
+}
+
+fn view(s: &Stamped<Subscriber>) -> Json<SubscriberView> {
+    Json(s.into())
+}
+
+/// `POST /v1/subscribers` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RegisterSubscriber {
+    #[schema(example = "001010000000002")]
+    pub(crate) imsi: String,
+    #[serde(default)]
+    pub(crate) imei: Option<String>,
+    #[serde(default)]
+    pub(crate) msisdn: Option<String>,
+    #[serde(default)]
+    pub(crate) sim_id: Option<String>,
+    #[serde(default)]
+    pub(crate) group_id: Option<String>,
+    #[serde(default)]
+    pub(crate) tags: BTreeMap<String, String>,
+    /// Defaults to `active`; `terminated` is refused.
+    #[serde(default)]
+    pub(crate) status: Option<Status>,
+}
+
+/// One tag to set.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct TagUpdate {
+    pub(crate) tag_name: String,
+    pub(crate) tag_value: String,
+}
+
+/// `set_group` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SetGroup {
+    pub(crate) group_id: String,
+}
+
+/// `set_imei_lock` body: the IMEI to lock to. Without one (or without a
+/// body), the SIM's registered IMEI, else the IMEI its session reported.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SetImeiLock {
+    #[serde(default)]
+    pub(crate) imei: Option<String>,
+}
+
+/// Listing filters and paging.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListSubscribers {
+    /// States to include, `|`-separated (e.g. `active|ready`).
+    pub(crate) status: Option<String>,
+    /// SORACOM's name for `status`.
+    pub(crate) status_filter: Option<String>,
+    /// Only SIMs in this group.
+    pub(crate) group_id: Option<String>,
+    /// Same as `group_id`.
+    #[serde(rename = "groupId")]
+    #[param(rename = "groupId")]
+    pub(crate) group_id_camel: Option<String>,
+    /// Only SIMs with this tag.
+    pub(crate) tag_name: Option<String>,
+    /// …whose value is this (needs `tag_name`).
+    pub(crate) tag_value: Option<String>,
+    /// `exact` (default) or `prefix`.
+    pub(crate) tag_value_match_mode: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub(crate) limit: Option<usize>,
+    /// The IMSI after which to start: the previous page's `x-soracom-next-key`.
+    pub(crate) last_evaluated_key: Option<String>,
+}
+
+fn parse<T>(
+    what: &str,
+    v: Option<String>,
+    f: impl Fn(&str) -> Result<T, crate::model::IdError>,
+) -> Result<Option<T>, ApiError> {
+    v.filter(|s| !s.is_empty())
+        .map(|s| f(&s).map_err(|e| ApiError::bad_request(format!("{what}: {e}"))))
+        .transpose()
+}
+
+pub(crate) fn imsi_param(s: &str) -> Result<Imsi, ApiError> {
+    Imsi::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn filter_from(q: ListSubscribers) -> Result<(SubscriberFilter, Option<Imsi>, usize), ApiError> {
+    let mut statuses = Vec::new();
+    for s in q
+        .status
+        .iter()
+        .chain(q.status_filter.iter())
+        .flat_map(|s| s.split('|'))
+        .filter(|s| !s.is_empty())
+    {
+        let st: Status = serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| ApiError::bad_request(format!("unknown status {:?}", trunc(s))))?;
+        statuses.push(st.into());
+    }
+    let group_id = parse("groupId", q.group_id.or(q.group_id_camel), GroupId::parse)?;
+    let prefix = match q.tag_value_match_mode.as_deref() {
+        None | Some("exact") => false,
+        Some("prefix") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "tag_value_match_mode must be exact or prefix",
+            ))
+        }
+    };
+    let tag = match (q.tag_name, q.tag_value) {
+        (Some(name), value) => Some(TagFilter {
+            name,
+            value,
+            prefix,
+        }),
+        (None, Some(_)) => return Err(ApiError::bad_request("tag_value needs tag_name")),
+        (None, None) => None,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    let after = parse("last_evaluated_key", q.last_evaluated_key, Imsi::parse)?;
+    Ok((
+        SubscriberFilter {
+            statuses,
+            group_id,
+            tag,
+        },
+        after,
+        limit,
+    ))
+}
+
+fn trunc(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// List SIMs.
+#[utoipa::path(get, path = "/v1/subscribers", tag = "Subscriber", params(ListSubscribers),
+    responses(
+        (status = 200, description = "One page of SIMs in IMSI order", body = [SubscriberView],
+            headers(("x-soracom-next-key" = String, description = "Present when more pages follow: pass as last_evaluated_key"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn list_subscribers(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiQuery(q): ApiQuery<ListSubscribers>,
+) -> Result<Response, ApiError> {
+    let (filter, after, limit) = filter_from(q)?;
+    let page = plane.list_subscribers(&filter, after.as_ref(), limit);
+    let body: Vec<SubscriberView> = page.items.iter().map(SubscriberView::from).collect();
+    let mut r = Json(body).into_response();
+    if let Some(next) = page.next_key {
+        if let Ok(v) = HeaderValue::from_str(next.as_str()) {
+            r.headers_mut().insert(NEXT_KEY, v);
+        }
+    }
+    Ok(r)
+}
+
+/// Register a SIM.
+#[utoipa::path(post, path = "/v1/subscribers", tag = "Subscriber", request_body = RegisterSubscriber,
+    responses((status = 201, body = SubscriberView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 409, description = "The IMSI is registered already", body = ErrorBody)))]
+pub(crate) async fn register_subscriber(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiJson(req): ApiJson<RegisterSubscriber>,
+) -> Result<Response, ApiError> {
+    let s = Subscriber {
+        imsi: imsi_param(&req.imsi)?,
+        imei: parse("imei", req.imei, Imei::parse)?,
+        msisdn: parse("msisdn", req.msisdn, Msisdn::parse)?,
+        sim_id: parse("simId", req.sim_id, SimId::parse)?,
+        operator_id: None,
+        group_id: parse("groupId", req.group_id, GroupId::parse)?,
+        tags: req.tags,
+        status: req.status.map_or(SubscriberStatus::Active, Into::into),
+        imei_lock: None,
+    };
+    let created = blocking(&plane, move |p| p.create_subscriber(s)).await?;
+    Ok((StatusCode::CREATED, view(&created)).into_response())
+}
+
+/// Get a SIM.
+#[utoipa::path(get, path = "/v1/subscribers/{imsi}", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")),
+    responses((status = 200, body = SubscriberView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_subscriber(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+) -> Result<Json<SubscriberView>, ApiError> {
+    let imsi = imsi_param(&imsi)?;
+    plane
+        .subscriber(&imsi)
+        .map(|s| view(&s))
+        .ok_or_else(|| ApiError::not_found(format!("subscriber {imsi} does not exist")))
+}
+
+/// Delete a SIM and its static sessions (simgate extension; SORACOM SIMs
+/// are terminated instead).
+#[utoipa::path(delete, path = "/v1/subscribers/{imsi}", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")),
+    responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_subscriber(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let imsi = imsi_param(&imsi)?;
+    blocking(&plane, move |p| p.delete_subscriber(&imsi)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Add or replace tags of a SIM (others are kept).
+#[utoipa::path(put, path = "/v1/subscribers/{imsi}/tags", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")), request_body = [TagUpdate],
+    responses((status = 200, body = SubscriberView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn put_tags(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+    ApiJson(tags): ApiJson<Vec<TagUpdate>>,
+) -> Result<Json<SubscriberView>, ApiError> {
+    let imsi = imsi_param(&imsi)?;
+    let tags: BTreeMap<String, String> = tags
+        .into_iter()
+        .map(|t| (t.tag_name, t.tag_value))
+        .collect();
+    let s = blocking(&plane, move |p| p.put_tags(&imsi, tags)).await?;
+    Ok(view(&s))
+}
+
+/// Remove one tag of a SIM.
+#[utoipa::path(delete, path = "/v1/subscribers/{imsi}/tags/{tag_name}", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI"), ("tag_name" = String, Path, description = "Tag name")),
+    responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, description = "No such SIM or tag", body = ErrorBody)))]
+pub(crate) async fn delete_tag(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath((imsi, name)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let imsi = imsi_param(&imsi)?;
+    blocking(&plane, move |p| p.delete_tag(&imsi, &name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Put a SIM in a group.
+#[utoipa::path(post, path = "/v1/subscribers/{imsi}/set_group", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")), request_body = SetGroup,
+    responses((status = 200, body = SubscriberView), (status = 400, description = "Bad id or no such group", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn set_group(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+    ApiJson(req): ApiJson<SetGroup>,
+) -> Result<Json<SubscriberView>, ApiError> {
+    let imsi = imsi_param(&imsi)?;
+    let group = GroupId::parse(&req.group_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let s = blocking(&plane, move |p| p.set_group(&imsi, Some(group))).await?;
+    Ok(view(&s))
+}
+
+/// Take a SIM out of its group.
+#[utoipa::path(post, path = "/v1/subscribers/{imsi}/unset_group", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")),
+    responses((status = 200, body = SubscriberView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn unset_group(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+) -> Result<Json<SubscriberView>, ApiError> {
+    let imsi = imsi_param(&imsi)?;
+    let s = blocking(&plane, move |p| p.set_group(&imsi, None)).await?;
+    Ok(view(&s))
+}
+
+async fn transition(
+    plane: Arc<ControlPlane>,
+    imsi: String,
+    status: SubscriberStatus,
+) -> Result<Json<SubscriberView>, ApiError> {
+    let imsi = imsi_param(&imsi)?;
+    let s = blocking(&plane, move |p| p.set_status(&imsi, status)).await?;
+    Ok(view(&s))
+}
+
+/// Activate a SIM (status `active`).
+#[utoipa::path(post, path = "/v1/subscribers/{imsi}/activate", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")),
+    responses((status = 200, body = SubscriberView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The SIM is terminated", body = ErrorBody)))]
+pub(crate) async fn activate(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+) -> Result<Json<SubscriberView>, ApiError> {
+    transition(plane, imsi, SubscriberStatus::Active).await
+}
+
+/// Deactivate a SIM (status `inactive`).
+#[utoipa::path(post, path = "/v1/subscribers/{imsi}/deactivate", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")),
+    responses((status = 200, body = SubscriberView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The SIM is terminated", body = ErrorBody)))]
+pub(crate) async fn deactivate(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+) -> Result<Json<SubscriberView>, ApiError> {
+    transition(plane, imsi, SubscriberStatus::Inactive).await
+}
+
+/// Suspend a SIM (status `suspended`).
+#[utoipa::path(post, path = "/v1/subscribers/{imsi}/suspend", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")),
+    responses((status = 200, body = SubscriberView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The SIM is terminated", body = ErrorBody)))]
+pub(crate) async fn suspend(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+) -> Result<Json<SubscriberView>, ApiError> {
+    transition(plane, imsi, SubscriberStatus::Suspended).await
+}
+
+/// Terminate a SIM. Final: no state can follow.
+#[utoipa::path(post, path = "/v1/subscribers/{imsi}/terminate", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")),
+    responses((status = 200, body = SubscriberView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The SIM is terminated already", body = ErrorBody)))]
+pub(crate) async fn terminate(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+) -> Result<Json<SubscriberView>, ApiError> {
+    transition(plane, imsi, SubscriberStatus::Terminated).await
+}
+
+/// Lock a SIM to one device: sessions reporting another IMEI are refused.
+#[utoipa::path(post, path = "/v1/subscribers/{imsi}/set_imei_lock", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")), request_body(content = Option<SetImeiLock>, description = "Optional"),
+    responses((status = 200, body = SubscriberView), (status = 400, description = "Bad IMEI, or none given and none known", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn set_imei_lock(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SubscriberView>, ApiError> {
+    let imsi = imsi_param(&imsi)?;
+    let body = body?;
+    let req: SetImeiLock = if body.iter().all(u8::is_ascii_whitespace) {
+        SetImeiLock::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?
+    };
+    let imei = match parse("imei", req.imei, Imei::parse)? {
+        Some(i) => i,
+        None => {
+            let sub = plane
+                .subscriber(&imsi)
+                .ok_or_else(|| ApiError::not_found(format!("subscriber {imsi} does not exist")))?;
+            sub.value
+                .imei
+                .clone()
+                .or_else(|| {
+                    plane
+                        .sessions
+                        .entries()
+                        .into_iter()
+                        .find(|(_, s)| s.imsi == imsi && s.imei.is_some())
+                        .and_then(|(_, s)| s.imei.clone())
+                })
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "no IMEI given and none known for this SIM; send {\"imei\":\"…\"}",
+                    )
+                })?
+        }
+    };
+    let s = blocking(&plane, move |p| p.set_imei_lock(&imsi, Some(imei))).await?;
+    Ok(view(&s))
+}
+
+/// Remove a SIM's IMEI lock.
+#[utoipa::path(post, path = "/v1/subscribers/{imsi}/unset_imei_lock", tag = "Subscriber",
+    params(("imsi" = String, Path, description = "IMSI")),
+    responses((status = 200, body = SubscriberView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn unset_imei_lock(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(imsi): ApiPath<String>,
+) -> Result<Json<SubscriberView>, ApiError> {
+    let imsi = imsi_param(&imsi)?;
+    let s = blocking(&plane, move |p| p.set_imei_lock(&imsi, None)).await?;
+    Ok(view(&s))
+}

@@ -1,0 +1,523 @@
+//! Group configuration in SORACOM's shape: namespaces of key/value pairs
+//! (`PUT /v1/groups/{id}/configuration/{namespace}` with
+//! `[{"key":…,"value":…}]`).
+//!
+//! Namespaces simgate models (`SoracomFunnel`, `SoracomHarvest`) are mapped
+//! onto the typed [`FunnelConfig`] and [`HarvestConfig`](crate::model::HarvestConfig) and validated; the
+//! others are kept verbatim in [`Group::configuration`] so they round-trip
+//! until a service reads them. Pure functions: no store, no clock.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::StoreError;
+use crate::model::{
+    CredentialId, Destination, FunnelConfig, FunnelContentType, Group, SinkService,
+};
+
+/// Longest configuration key accepted in an unmodelled namespace.
+const MAX_KEY_LEN: usize = 128;
+
+/// A SORACOM group configuration namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    Air,
+    Beam,
+    Funnel,
+    Harvest,
+    Endorse,
+    Funk,
+    UnifiedEndpoint,
+}
+
+impl Namespace {
+    pub const ALL: [Self; 7] = [
+        Self::Air,
+        Self::Beam,
+        Self::Funnel,
+        Self::Harvest,
+        Self::Endorse,
+        Self::Funk,
+        Self::UnifiedEndpoint,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Air => "SoracomAir",
+            Self::Beam => "SoracomBeam",
+            Self::Funnel => "SoracomFunnel",
+            Self::Harvest => "SoracomHarvest",
+            Self::Endorse => "SoracomEndorse",
+            Self::Funk => "SoracomFunk",
+            Self::UnifiedEndpoint => "UnifiedEndpoint",
+        }
+    }
+
+    /// Whether the namespace lives in typed fields of [`Group`].
+    pub fn is_modelled(self) -> bool {
+        matches!(self, Self::Funnel | Self::Harvest)
+    }
+}
+
+/// Parses a namespace name, refusing unknown ones.
+pub fn namespace(s: &str) -> Result<Namespace, StoreError> {
+    Namespace::parse(s).ok_or_else(|| {
+        let known: Vec<_> = Namespace::ALL.iter().map(|n| n.as_str()).collect();
+        StoreError::Invalid(format!(
+            "unknown configuration namespace {:?}; known: {}",
+            truncate(s),
+            known.join(", ")
+        ))
+    })
+}
+
+/// Checks the verbatim part of a group's configuration (from the config file
+/// or the store): known, unmodelled namespaces and sane keys only.
+pub fn check_verbatim(group: &Group) -> Result<(), StoreError> {
+    for (ns, values) in &group.configuration {
+        let parsed = namespace(ns)?;
+        if parsed.is_modelled() {
+            return Err(StoreError::Invalid(format!(
+                "group {}: {ns} is set with the typed `funnel`/`harvest` settings, not `configuration`",
+                group.id
+            )));
+        }
+        for key in values.keys() {
+            check_key(key)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(StoreError::Invalid(format!(
+            "configuration keys must be 1 to {MAX_KEY_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Sets `entries` in a namespace of `group`. `credential_exists` tells
+/// whether a `credentialsId` names a stored credential set.
+pub fn put(
+    group: &mut Group,
+    ns: Namespace,
+    entries: Vec<(String, Value)>,
+    credential_exists: &dyn Fn(&CredentialId) -> bool,
+) -> Result<(), StoreError> {
+    match ns {
+        Namespace::Harvest => {
+            for (key, value) in entries {
+                match key.as_str() {
+                    "enabled" => group.harvest.enabled = as_bool(ns, &key, &value)?,
+                    _ => return Err(unknown_key(ns, &key, &["enabled"])),
+                }
+            }
+            Ok(())
+        }
+        Namespace::Funnel => {
+            let mut map = group.funnel.as_ref().map(funnel_to_map).unwrap_or_default();
+            map.extend(entries);
+            group.funnel = Some(funnel_from_map(&map, credential_exists)?);
+            Ok(())
+        }
+        _ => {
+            for (key, _) in &entries {
+                check_key(key)?;
+            }
+            group
+                .configuration
+                .entry(ns.as_str().to_owned())
+                .or_default()
+                .extend(entries);
+            Ok(())
+        }
+    }
+}
+
+/// Removes one key from a namespace of `group`.
+///
+/// Removing `destination` or `credentialsId` from `SoracomFunnel` removes the
+/// whole Funnel configuration, since Funnel cannot run without them; removing
+/// another Funnel or Harvest key restores its default.
+pub fn delete(group: &mut Group, ns: Namespace, key: &str) -> Result<(), StoreError> {
+    let missing = || StoreError::NotFound {
+        kind: "configuration key",
+        id: format!("{}/{}", ns.as_str(), truncate(key)),
+    };
+    match ns {
+        Namespace::Harvest => match key {
+            "enabled" => {
+                group.harvest.enabled = false;
+                Ok(())
+            }
+            _ => Err(missing()),
+        },
+        Namespace::Funnel => {
+            let Some(funnel) = &group.funnel else {
+                return Err(missing());
+            };
+            let mut map = funnel_to_map(funnel);
+            if map.remove(key).is_none() {
+                return Err(missing());
+            }
+            group.funnel = match key {
+                "destination" | "credentialsId" => None,
+                _ => Some(funnel_from_map(&map, &|_| true)?),
+            };
+            Ok(())
+        }
+        _ => {
+            let values = group
+                .configuration
+                .get_mut(ns.as_str())
+                .ok_or_else(missing)?;
+            values.remove(key).ok_or_else(missing)?;
+            if values.is_empty() {
+                group.configuration.remove(ns.as_str());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The group's whole configuration in SORACOM form: namespace → key → value,
+/// the modelled namespaces included.
+pub fn render(group: &Group) -> BTreeMap<String, BTreeMap<String, Value>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Value>> = group
+        .configuration
+        .iter()
+        .filter(|(ns, _)| Namespace::parse(ns).is_none_or(|n| !n.is_modelled()))
+        .map(|(ns, v)| (ns.clone(), v.clone()))
+        .collect();
+    out.insert(
+        Namespace::Harvest.as_str().to_owned(),
+        BTreeMap::from([("enabled".to_owned(), Value::Bool(group.harvest.enabled))]),
+    );
+    if let Some(f) = &group.funnel {
+        out.insert(Namespace::Funnel.as_str().to_owned(), funnel_to_map(f));
+    }
+    out
+}
+
+fn funnel_to_map(f: &FunnelConfig) -> BTreeMap<String, Value> {
+    let mut destination = Map::new();
+    destination.insert("provider".into(), json!(f.destination.provider));
+    destination.insert("service".into(), json!(f.destination.service.as_str()));
+    destination.insert("resourceUrl".into(), json!(f.destination.resource_url));
+    if let Some(e) = &f.destination.endpoint {
+        destination.insert("endpoint".into(), json!(e));
+    }
+    BTreeMap::from([
+        ("enabled".to_owned(), json!(f.enabled)),
+        ("destination".to_owned(), Value::Object(destination)),
+        ("credentialsId".to_owned(), json!(f.credentials_id.as_str())),
+        ("payloadsOnly".to_owned(), json!(f.payloads_only)),
+        (
+            "contentType".to_owned(),
+            json!(content_type_str(f.content_type)),
+        ),
+    ])
+}
+
+fn content_type_str(c: FunnelContentType) -> &'static str {
+    match c {
+        FunnelContentType::Auto => "auto",
+        FunnelContentType::Json => "json",
+        FunnelContentType::Binary => "binary",
+    }
+}
+
+/// The SORACOM `destination` object, plus simgate's `endpoint`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DestinationIn {
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    service: Option<SinkService>,
+    #[serde(default)]
+    resource_url: Option<String>,
+    #[serde(default)]
+    endpoint: Option<String>,
+}
+
+const FUNNEL_KEYS: &[&str] = &[
+    "enabled",
+    "destination",
+    "credentialsId",
+    "payloadsOnly",
+    "contentType",
+];
+
+fn funnel_from_map(
+    map: &BTreeMap<String, Value>,
+    credential_exists: &dyn Fn(&CredentialId) -> bool,
+) -> Result<FunnelConfig, StoreError> {
+    let ns = Namespace::Funnel;
+    if let Some(k) = map.keys().find(|k| !FUNNEL_KEYS.contains(&k.as_str())) {
+        return Err(unknown_key(ns, k, FUNNEL_KEYS));
+    }
+    let invalid = |m: String| StoreError::Invalid(format!("SoracomFunnel: {m}"));
+    let (Some(dest), Some(cred)) = (map.get("destination"), map.get("credentialsId")) else {
+        return Err(invalid(
+            "needs both destination and credentialsId (send them in one request)".into(),
+        ));
+    };
+    let dest: DestinationIn = serde_json::from_value(dest.clone()).map_err(|e| {
+        invalid(format!(
+            "destination must be {{\"provider\",\"service\",\"resourceUrl\",\"endpoint\"?}}: {e}"
+        ))
+    })?;
+    let (Some(service), Some(resource_url)) = (dest.service, dest.resource_url) else {
+        return Err(invalid("destination needs service and resourceUrl".into()));
+    };
+    check_url("destination.resourceUrl", &resource_url).map_err(invalid)?;
+    if let Some(e) = &dest.endpoint {
+        check_url("destination.endpoint", e).map_err(invalid)?;
+    }
+    let cred = cred
+        .as_str()
+        .ok_or_else(|| invalid("credentialsId must be a string".into()))?;
+    let credentials_id = CredentialId::parse(cred).map_err(|e| invalid(e.to_string()))?;
+    if !credential_exists(&credentials_id) {
+        return Err(invalid(format!(
+            "credentials {credentials_id} do not exist (PUT /v1/credentials/{credentials_id} first)"
+        )));
+    }
+    let content_type = match map.get("contentType") {
+        None | Some(Value::Null) => FunnelContentType::default(),
+        Some(v) => match v.as_str() {
+            Some("auto") => FunnelContentType::Auto,
+            Some("json") | Some("application/json") => FunnelContentType::Json,
+            Some("binary") | Some("application/octet-stream") => FunnelContentType::Binary,
+            _ => return Err(invalid("contentType must be auto, json or binary".into())),
+        },
+    };
+    Ok(FunnelConfig {
+        enabled: map
+            .get("enabled")
+            .map_or(Ok(true), |v| as_bool(ns, "enabled", v))?,
+        destination: Destination {
+            provider: dest.provider.unwrap_or_else(|| "aws".to_owned()),
+            service,
+            resource_url,
+            endpoint: dest.endpoint,
+        },
+        credentials_id,
+        payloads_only: map
+            .get("payloadsOnly")
+            .map_or(Ok(false), |v| as_bool(ns, "payloadsOnly", v))?,
+        content_type,
+    })
+}
+
+fn check_url(what: &str, url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && url.len() <= 2048 && !url.contains(char::is_whitespace) => {
+            Ok(())
+        }
+        _ => Err(format!("{what} must be an http(s) URL")),
+    }
+}
+
+fn as_bool(ns: Namespace, key: &str, v: &Value) -> Result<bool, StoreError> {
+    v.as_bool()
+        .ok_or_else(|| StoreError::Invalid(format!("{}: {key} must be true or false", ns.as_str())))
+}
+
+fn unknown_key(ns: Namespace, key: &str, known: &[&str]) -> StoreError {
+    StoreError::Invalid(format!(
+        "{}: unknown key {:?}; known: {}",
+        ns.as_str(),
+        truncate(key),
+        known.join(", ")
+    ))
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::GroupId;
+
+    fn group() -> Group {
+        Group {
+            id: GroupId::parse("g").unwrap(),
+            operator_id: None,
+            name: String::new(),
+            funnel: None,
+            harvest: Default::default(),
+            tags: Default::default(),
+            configuration: Default::default(),
+        }
+    }
+
+    fn kv(pairs: Value) -> Vec<(String, Value)> {
+        pairs
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn funnel_entries() -> Vec<(String, Value)> {
+        kv(json!({
+            "destination": {"provider": "aws", "service": "kinesis",
+                "resourceUrl": "https://kinesis.ap-northeast-1.amazonaws.com/devices",
+                "endpoint": "http://127.0.0.1:4567"},
+            "credentialsId": "kin",
+            "payloadsOnly": true,
+        }))
+    }
+
+    #[test]
+    fn namespaces_parse_and_refuse_unknown() {
+        for n in Namespace::ALL {
+            assert_eq!(Namespace::parse(n.as_str()), Some(n));
+        }
+        let e = namespace("SoracomNope").unwrap_err();
+        assert!(e.to_string().contains("SoracomNope"), "{e}");
+    }
+
+    #[test]
+    fn harvest_maps_onto_typed_config() {
+        let mut g = group();
+        put(
+            &mut g,
+            Namespace::Harvest,
+            kv(json!({"enabled": true})),
+            &|_| true,
+        )
+        .unwrap();
+        assert!(g.harvest.enabled);
+        assert_eq!(render(&g)["SoracomHarvest"]["enabled"], json!(true));
+        assert!(put(
+            &mut g,
+            Namespace::Harvest,
+            kv(json!({"enabled": "yes"})),
+            &|_| true
+        )
+        .is_err());
+        assert!(
+            put(&mut g, Namespace::Harvest, kv(json!({"other": 1})), &|_| {
+                true
+            })
+            .is_err()
+        );
+        delete(&mut g, Namespace::Harvest, "enabled").unwrap();
+        assert!(!g.harvest.enabled);
+    }
+
+    #[test]
+    fn funnel_maps_validates_and_round_trips() {
+        let mut g = group();
+        let e = put(&mut g, Namespace::Funnel, funnel_entries(), &|_| false).unwrap_err();
+        assert!(e.to_string().contains("do not exist"), "{e}");
+        put(&mut g, Namespace::Funnel, funnel_entries(), &|_| true).unwrap();
+        let f = g.funnel.clone().unwrap();
+        assert!(f.enabled && f.payloads_only);
+        assert_eq!(f.destination.service, SinkService::Kinesis);
+        assert_eq!(
+            f.destination.endpoint.as_deref(),
+            Some("http://127.0.0.1:4567")
+        );
+        // Rendering and putting back what was rendered changes nothing.
+        let rendered = render(&g)["SoracomFunnel"].clone();
+        let mut h = group();
+        put(
+            &mut h,
+            Namespace::Funnel,
+            rendered.into_iter().collect(),
+            &|_| true,
+        )
+        .unwrap();
+        assert_eq!(h.funnel, g.funnel);
+        // A later PUT merges with what is there.
+        put(
+            &mut g,
+            Namespace::Funnel,
+            kv(json!({"enabled": false})),
+            &|_| true,
+        )
+        .unwrap();
+        assert!(!g.funnel.as_ref().unwrap().enabled);
+        assert!(g.funnel.as_ref().unwrap().payloads_only);
+        // Removing an optional key restores its default; a required one removes Funnel.
+        delete(&mut g, Namespace::Funnel, "payloadsOnly").unwrap();
+        assert!(!g.funnel.as_ref().unwrap().payloads_only);
+        delete(&mut g, Namespace::Funnel, "destination").unwrap();
+        assert!(g.funnel.is_none());
+        assert!(matches!(
+            delete(&mut g, Namespace::Funnel, "destination"),
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn funnel_refuses_incomplete_or_bad_destinations() {
+        let mut g = group();
+        for bad in [
+            json!({"enabled": true}),
+            json!({"destination": {"service": "kinesis"}, "credentialsId": "kin"}),
+            json!({"destination": {"service": "kinesis", "resourceUrl": "ftp://x"}, "credentialsId": "kin"}),
+            json!({"destination": {"service": "nope", "resourceUrl": "https://x"}, "credentialsId": "kin"}),
+            json!({"destination": {"service": "kinesis", "resourceUrl": "https://x", "extra": 1}, "credentialsId": "kin"}),
+            json!({"destination": {"service": "kinesis", "resourceUrl": "https://x"}, "credentialsId": "kin", "bogus": 1}),
+            json!({"destination": {"service": "kinesis", "resourceUrl": "https://x"}, "credentialsId": 5}),
+            json!({"destination": {"service": "kinesis", "resourceUrl": "https://x"}, "credentialsId": "kin", "contentType": "xml"}),
+        ] {
+            let r = put(&mut g, Namespace::Funnel, kv(bad.clone()), &|_| true);
+            assert!(matches!(r, Err(StoreError::Invalid(_))), "{bad}: {r:?}");
+            assert!(g.funnel.is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn other_namespaces_are_kept_verbatim() {
+        let mut g = group();
+        put(
+            &mut g,
+            Namespace::Air,
+            kv(json!({"metadata": {"enabled": true, "readonly": false}, "userdata": "hello"})),
+            &|_| true,
+        )
+        .unwrap();
+        let r = render(&g);
+        assert_eq!(r["SoracomAir"]["userdata"], json!("hello"));
+        assert_eq!(r["SoracomAir"]["metadata"]["readonly"], json!(false));
+        assert!(check_verbatim(&g).is_ok());
+        delete(&mut g, Namespace::Air, "userdata").unwrap();
+        delete(&mut g, Namespace::Air, "metadata").unwrap();
+        assert!(g.configuration.is_empty());
+        assert!(delete(&mut g, Namespace::Air, "metadata").is_err());
+        assert!(put(&mut g, Namespace::Beam, kv(json!({"": 1})), &|_| true).is_err());
+    }
+
+    #[test]
+    fn verbatim_check_refuses_modelled_and_unknown_namespaces() {
+        let mut g = group();
+        g.configuration.insert(
+            "SoracomHarvest".into(),
+            BTreeMap::from([("enabled".into(), json!(true))]),
+        );
+        assert!(check_verbatim(&g).is_err());
+        let mut g = group();
+        g.configuration.insert("Nope".into(), BTreeMap::new());
+        assert!(check_verbatim(&g).is_err());
+    }
+}
