@@ -1,9 +1,11 @@
 //! simgate's control plane: the model (operators, groups, subscribers,
-//! credentials, sessions), the configuration file, and the immutable snapshots
-//! the data plane reads on its hot path.
+//! credentials, sessions), the configuration file, the persistent store and
+//! its REST API, RADIUS accounting, and the immutable snapshots the data
+//! plane reads on its hot path.
 //!
-//! Nothing here does network I/O; the data plane depends on this crate, never
-//! the reverse.
+//! Codecs and policies (`radius::codec`, `radius::dedup`, the store's rules)
+//! are sans-IO; the API and the RADIUS listener are thin drivers around them.
+//! The data plane depends on this crate, never the reverse.
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -10,11 +10,10 @@
 //! lose. API reads take the read lock (waiting at most for one commit);
 //! token checks and the data plane's reads take no lock at all.
 //!
-//! Cost: a mutation writes only what it changes (one fsync, ~2 ms here), but
-//! a new snapshot clones the snapshot's maps — reference counts and ids, not
-//! entities — and drops the old ones: ~0.5 µs per SIM (about 50 ms at
-//! 100,000 SIMs, measured in release), paid by every change the snapshot
-//! shows. Sessions and tokens build no snapshot. Mutations block: call them
+//! Cost: a mutation writes only what it changes (one fsync, ~2 ms here); the
+//! new snapshot is the previous one patched, and its maps are persistent
+//! (imbl), so a change costs O(log n) whatever the fleet size. Sessions and
+//! tokens build no snapshot. Mutations block: call them
 //! from `spawn_blocking` in async code (the REST API does).
 
 use std::collections::BTreeMap;

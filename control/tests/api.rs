@@ -694,7 +694,9 @@ async fn funnel_configuration_and_write_only_credentials() {
     }
     // The data plane gets the secret through the snapshot.
     let snap = gw.plane.snapshot.load();
-    let cred = &snap.credentials[&"kinesis-demo".parse().unwrap()];
+    let cred = &snap.credentials[&"kinesis-demo"
+        .parse::<simgate_control::CredentialId>()
+        .unwrap()];
     let simgate_control::CredentialKind::Aws(aws) = &cred.kind;
     assert_eq!(aws.secret_access_key.expose(), secret);
     drop(snap);
@@ -997,7 +999,8 @@ async fn everything_survives_a_restart_with_an_empty_config() {
     let g2 = &snap.groups[&GroupId::parse("g2").unwrap()];
     assert_eq!(g2.funnel.as_ref().unwrap().credentials_id.as_str(), "kin");
     assert_eq!(g2.configuration["SoracomEndorse"]["enabled"], json!(true));
-    let simgate_control::CredentialKind::Aws(aws) = &snap.credentials[&"kin".parse().unwrap()].kind;
+    let simgate_control::CredentialKind::Aws(aws) =
+        &snap.credentials[&"kin".parse::<simgate_control::CredentialId>().unwrap()].kind;
     assert_eq!(aws.secret_access_key.expose(), "SK");
     drop(snap);
 

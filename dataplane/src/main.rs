@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
+            let file = config.clone();
             let (config, source) = match config {
                 Some(path) => (load(&path)?, path.display().to_string()),
                 None => (Config::embedded_default(), "embedded default".to_owned()),
@@ -51,7 +52,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?
-                .block_on(serve(config, source))
+                .block_on(serve(config, source, file))
         }
         Command::CheckConfig { file } => {
             let c = load(&file)?;
@@ -79,7 +80,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::parse(&text).with_context(|| format!("invalid configuration {}", path.display()))
 }
 
-async fn serve(config: Config, source: String) -> anyhow::Result<()> {
+async fn serve(config: Config, source: String, file: Option<PathBuf>) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let server = server::start(config).await?;
     let b = &server.bound;
@@ -103,15 +104,14 @@ async fn serve(config: Config, source: String) -> anyhow::Result<()> {
         "  API, /metrics, Harvest query                 {}",
         show(b.api)
     );
+    println!(
+        "  RADIUS accounting                            {}",
+        show(b.radius)
+    );
     let token_file = data_dir.join("api.token");
-    if server.token_created {
-        println!(
-            "  API token (new, saved in {}): {}",
-            token_file.display(),
-            server.token
-        );
-    } else {
-        println!("  API token: in {}", token_file.display());
+    match &server.created_token {
+        Some(t) => println!("  API token (new, saved in {}): {t}", token_file.display()),
+        None => println!("  API token: in {}", token_file.display()),
     }
     if let (Some(http), Some(api), Some(udp)) = (b.http, b.api, b.harvest_udp) {
         println!();
@@ -124,19 +124,50 @@ async fn serve(config: Config, source: String) -> anyhow::Result<()> {
         );
         println!("  curl -s http://{api}/metrics | grep simgate_");
     }
-    wait_for_signal().await?;
+    wait_for_stop(&server, file.as_deref()).await?;
     tracing::info!("shutting down");
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGINT or SIGTERM. SIGHUP re-applies the configuration file's
+/// operators, groups, subscribers, credentials and sessions to the store
+/// (what the API added is kept); listener and tuning changes need a restart.
+async fn wait_for_stop(
+    server: &server::Server,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.context("cannot watch SIGINT"),
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => reload(server, file).await,
+        }
     }
-    Ok(())
+}
+
+async fn reload(server: &server::Server, file: Option<&std::path::Path>) {
+    let config = match file {
+        Some(path) => match load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: configuration not reloaded"
+                );
+                return;
+            }
+        },
+        None => Config::embedded_default(),
+    };
+    let plane = std::sync::Arc::clone(&server.plane);
+    match tokio::task::spawn_blocking(move || plane.apply_config(&config)).await {
+        Ok(Ok(())) => tracing::info!("SIGHUP: configuration re-applied"),
+        Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: configuration not applied"),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: reload task failed"),
+    }
 }

@@ -3,6 +3,14 @@
 //! uncounted.
 
 use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
+use simgate_control::radius::codec::DropReason;
+use simgate_control::radius::RadiusStats;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -199,6 +207,13 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// Exposes the RADIUS accounting listener's counters (kept as atomics in
+    /// the control crate, read at each scrape).
+    pub fn register_radius(&mut self, stats: Arc<RadiusStats>) {
+        self.registry
+            .register_collector(Box::new(RadiusCollector(stats)));
+    }
+
     /// Counts and logs a message refused before any service saw it.
     pub fn reject(&self, protocol: &'static str, reason: &'static str, peer: std::net::SocketAddr) {
         self.ingress_rejected
@@ -232,6 +247,90 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
+    }
+}
+
+#[derive(Debug)]
+struct RadiusCollector(Arc<RadiusStats>);
+
+impl Collector for RadiusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = self.0.snapshot();
+        let counters: [(&str, &str, u64); 12] = [
+            (
+                "radius_received",
+                "Datagrams received on the accounting port",
+                s.received,
+            ),
+            ("radius_answered", "Accounting-Responses sent", s.answered),
+            (
+                "radius_starts",
+                "Accounting Start requests applied",
+                s.starts,
+            ),
+            (
+                "radius_interims",
+                "Interim-Update requests applied",
+                s.interims,
+            ),
+            (
+                "radius_stops",
+                "Stop requests that ended a session",
+                s.stops,
+            ),
+            (
+                "radius_stale_stops",
+                "Stop requests for a session no longer bound to that IMSI",
+                s.stale_stops,
+            ),
+            (
+                "radius_accounting_on",
+                "Accounting-On requests",
+                s.accounting_on,
+            ),
+            (
+                "radius_accounting_off",
+                "Accounting-Off requests",
+                s.accounting_off,
+            ),
+            (
+                "radius_sessions_cleared",
+                "Sessions ended by Accounting-On/Off",
+                s.sessions_cleared,
+            ),
+            (
+                "radius_duplicates",
+                "Retransmissions answered again, not re-applied (RFC 5080)",
+                s.duplicates,
+            ),
+            (
+                "radius_msisdn_ignored",
+                "Calling-Station-Id values that were not an MSISDN",
+                s.msisdn_ignored,
+            ),
+            (
+                "radius_io_errors",
+                "Socket errors on the accounting port",
+                s.io_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(m)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "radius_dropped",
+            "Accounting requests dropped without an answer, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in DropReason::ALL {
+            let labels = [("reason", reason.as_str())];
+            let m = family.encode_family(&labels)?;
+            ConstCounter::new(s.dropped(reason)).encode(m)?;
+        }
+        Ok(())
     }
 }
 

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use simgate_control::{Config, SessionTable, SnapshotHandle};
+use simgate_control::radius::{IpNet, RadiusClient, RadiusStats};
+use simgate_control::{Config, ControlPlane, Secret};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::api::{self, token, ApiState};
+use crate::api::{self, ApiState};
 use crate::ingress::{self, http::HttpLimits, tcp::TcpLimits};
 use crate::metrics::Metrics;
 use crate::services::funnel::Funnel;
@@ -27,14 +28,16 @@ pub struct Bound {
     pub harvest_udp: Option<SocketAddr>,
     pub harvest_tcp: Option<SocketAddr>,
     pub api: Option<SocketAddr>,
+    pub radius: Option<SocketAddr>,
 }
 
 /// A running simgate.
 pub struct Server {
     pub bound: Bound,
-    /// The API bearer token and whether it was created by this start.
-    pub token: String,
-    pub token_created: bool,
+    /// The API token created by this start (first start only; it is also in
+    /// `{data_dir}/api.token`).
+    pub created_token: Option<String>,
+    pub plane: Arc<ControlPlane>,
     pub services: Arc<Services>,
     shutdown: watch::Sender<bool>,
     listeners: JoinSet<()>,
@@ -57,19 +60,27 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let (token, token_created) = token::load_or_create(&config.data_dir).with_context(|| {
-        format!(
-            "cannot read or create {}",
-            token::token_path(&config.data_dir).display()
-        )
-    })?;
+    // Opening the store may write (first start: seed, token); keep it off
+    // the async workers.
+    let plane = {
+        let seed = config.clone();
+        tokio::task::spawn_blocking(move || ControlPlane::open(&seed.data_dir, &seed))
+            .await?
+            .with_context(|| {
+                format!(
+                    "cannot open the control store in {}",
+                    config.data_dir.display()
+                )
+            })?
+    };
+    let created_token = plane.take_created_token();
 
-    let metrics = Arc::new(Metrics::new());
-    let sessions = Arc::new(SessionTable::new());
-    for (ip, session) in config.static_sessions() {
-        sessions.bind(ip, session);
-    }
-    let snapshot = Arc::new(SnapshotHandle::new(config.snapshot()));
+    let mut metrics = Metrics::new();
+    let radius_stats = Arc::new(RadiusStats::new());
+    metrics.register_radius(Arc::clone(&radius_stats));
+    let metrics = Arc::new(metrics);
+    let sessions = Arc::clone(&plane.sessions);
+    let snapshot = Arc::clone(&plane.snapshot);
     let harvest_path = config.data_dir.join("harvest.redb");
     let harvest = HarvestStore::open(&harvest_path, config.harvest.clone())
         .with_context(|| format!("cannot open Harvest store {}", harvest_path.display()))?;
@@ -183,8 +194,7 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
     if let Some(addr) = config.listen.api {
         let state = ApiState {
             metrics: Arc::clone(&metrics),
-            sessions: Arc::clone(&sessions),
-            token: Arc::new(token::ApiToken::from_secret(&token)),
+            plane: Arc::clone(&plane),
         };
         let app = api::router(state, Arc::clone(&harvest));
         let listener = tokio::net::TcpListener::bind(addr)
@@ -203,6 +213,32 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
             }
         });
     }
+    if config.radius.enabled {
+        let mut radius = config.radius.clone();
+        if radius.clients.is_empty() && radius.default_secret.is_none() {
+            // Out of the box: gateways on this host, with a secret generated
+            // on first start (like the API token).
+            let secret = load_or_create_secret(&config.data_dir.join("radius.secret"))?;
+            radius.clients.push(RadiusClient {
+                address: "127.0.0.0/8"
+                    .parse::<IpNet>()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                secret: Secret::new(secret),
+            });
+        }
+        let listen = radius.listen;
+        let (addr, task) = simgate_control::radius::spawn(
+            radius,
+            Arc::clone(&sessions),
+            radius_stats,
+            shutdown.clone(),
+        )
+        .with_context(|| format!("cannot start RADIUS accounting on {listen}"))?;
+        bound.radius = Some(addr);
+        listeners.spawn(async move {
+            let _ = task.await;
+        });
+    }
     listeners.spawn(harvest::retention_task(
         harvest,
         Duration::from_secs(3600),
@@ -211,8 +247,8 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
 
     Ok(Server {
         bound,
-        token,
-        token_created,
+        created_token,
+        plane,
         services,
         shutdown: shutdown_tx,
         listeners,
@@ -227,4 +263,33 @@ impl Server {
         while self.listeners.join_next().await.is_some() {}
         self.services.funnel.join().await;
     }
+}
+
+/// Reads a shared secret file, creating it (random, mode 0600) if missing.
+fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    use rand::RngCore as _;
+    use std::io::Write as _;
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut raw = [0u8; 18];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let secret = hex::encode(raw);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    Ok(secret)
 }

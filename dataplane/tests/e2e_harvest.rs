@@ -45,7 +45,7 @@ fn ip(s: &str) -> IpAddr {
 async fn harvest_round_trip_over_http_udp_tcp() {
     let run = start(BODY).await;
     let b = run.server.bound.clone();
-    let token = run.server.token.clone();
+    let token = run.token();
     let local = ip("127.0.0.1");
 
     let (status, _, _) = http_request(

@@ -15,6 +15,8 @@ mod funnel_envelope;
 mod harvest_query;
 #[path = "../../fuzz/checks/kinesis_response.rs"]
 mod kinesis_response;
+#[path = "../../fuzz/checks/radius_codec.rs"]
+mod radius_codec;
 
 fn fuzz_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
@@ -91,4 +93,9 @@ fn kinesis_response_corpus() {
 #[test]
 fn harvest_query_corpus() {
     replay("harvest_query", harvest_query::check);
+}
+
+#[test]
+fn radius_codec_corpus() {
+    replay("radius_codec", radius_codec::check);
 }

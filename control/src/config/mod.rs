@@ -38,6 +38,9 @@ pub struct Config {
     pub harvest: HarvestSettings,
     #[serde(default)]
     pub ingress: IngressSettings,
+    /// RADIUS accounting (sessions from the packet gateway).
+    #[serde(default)]
+    pub radius: crate::radius::RadiusConfig,
     #[serde(default)]
     pub operators: Vec<Operator>,
     #[serde(default)]

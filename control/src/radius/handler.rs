@@ -173,12 +173,10 @@ impl AccountingHandler {
 
     /// Unbinds only if the address still belongs to this IMSI: a Stop that
     /// arrives after the address went to another SIM must not end that SIM's
-    /// session. (The look-up and the removal are two steps; a concurrent
-    /// change through the API between them could still be undone.)
+    /// session; the check and the removal are one atomic step.
     fn stop(&mut self, r: &SessionRecord) {
         let ip = IpAddr::V4(r.framed_ip);
-        if self.sessions.lookup(ip).is_some_and(|s| s.imsi == r.imsi) {
-            self.sessions.unbind(ip);
+        if self.sessions.unbind_if(ip, |s| s.imsi == r.imsi).is_some() {
             tracing::debug!(%ip, imsi = %r.imsi, "RADIUS session ended");
         } else {
             self.stats.count(Event::StaleStop);
@@ -205,8 +203,7 @@ impl AccountingHandler {
                 return true;
             }
             let ip = IpAddr::V4(ip);
-            if sessions.lookup(ip).is_some_and(|s| s.imsi == binding.imsi) {
-                sessions.unbind(ip);
+            if sessions.unbind_if(ip, |s| s.imsi == binding.imsi).is_some() {
                 cleared += 1;
             }
             false

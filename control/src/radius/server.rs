@@ -29,6 +29,8 @@ use crate::snapshot::SessionTable;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RadiusConfig {
+    /// Whether to run the accounting listener at all.
+    pub enabled: bool,
     /// Default 127.0.0.1:1813 (the IANA accounting port, loopback only).
     pub listen: SocketAddr,
     /// Gateways allowed to send accounting, each with its shared secret.
@@ -45,6 +47,7 @@ pub struct RadiusConfig {
 impl Default for RadiusConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 1813)),
             clients: Vec::new(),
             default_secret: None,

@@ -48,6 +48,19 @@ impl SessionTable {
         self.by_ip.remove(&canonical(ip)).map(|(_, s)| s)
     }
 
+    /// Unbinds `ip` only if its current session satisfies `pred`, atomically
+    /// (a RADIUS Stop must not end a newer session that rebound the address
+    /// between a lookup and an unbind).
+    pub fn unbind_if(
+        &self,
+        ip: IpAddr,
+        pred: impl FnOnce(&Session) -> bool,
+    ) -> Option<Arc<Session>> {
+        self.by_ip
+            .remove_if(&canonical(ip), |_, s| pred(s))
+            .map(|(_, s)| s)
+    }
+
     pub fn len(&self) -> usize {
         self.by_ip.len()
     }

@@ -1,46 +1,46 @@
-//! The control listener (port 7070): Prometheus `/metrics`, `/health`, and
-//! the bearer-token protected API (for now the Harvest Data query API).
-
-pub mod token;
+//! The control listener (port 7070): Prometheus `/metrics` and `/health`
+//! without a token; the control REST API (`simgate_control::api`) and the
+//! Harvest Data query API behind the same bearer-token check.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use simgate_control::SessionTable;
+use simgate_control::ControlPlane;
 
 use crate::metrics::Metrics;
 use crate::services::harvest::{self, HarvestStore};
-use token::ApiToken;
 
-/// What the control listener serves from.
+/// What the unauthenticated routes serve from.
 #[derive(Clone)]
 pub struct ApiState {
     pub metrics: Arc<Metrics>,
-    pub sessions: Arc<SessionTable>,
-    pub token: Arc<ApiToken>,
+    pub plane: Arc<ControlPlane>,
 }
 
 /// The whole control router.
 pub fn router(state: ApiState, harvest: Arc<HarvestStore>) -> Router {
-    let protected = harvest::router(harvest).layer(middleware::from_fn_with_state(
-        Arc::clone(&state.token),
-        require_token,
-    ));
+    let plane = Arc::clone(&state.plane);
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .with_state(state)
-        .merge(protected)
+        .merge(simgate_control::api::router(Arc::clone(&plane)))
+        .merge(simgate_control::api::protect(
+            harvest::router(harvest),
+            plane,
+        ))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    state.metrics.sessions.set(state.sessions.len() as i64);
+    state
+        .metrics
+        .sessions
+        .set(state.plane.sessions.len() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -48,34 +48,6 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         )],
         state.metrics.encode(),
     )
-}
-
-async fn require_token(State(token): State<Arc<ApiToken>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(t) if token.verify(t.trim()) => next.run(req).await,
-        Some(_) => error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "the bearer token is not valid",
-        ),
-        None => {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "missing_token",
-                "send Authorization: Bearer <token> (see simgate-data/api.token)",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            r
-        }
-    }
 }
 
 /// SORACOM-style JSON error `{"code","message"}`.

@@ -15,6 +15,16 @@ pub struct Running {
     pub dir: tempfile::TempDir,
 }
 
+impl Running {
+    /// The API token simgate wrote on first start.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("api.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+}
+
 /// Listener section putting everything on 127.0.0.1 with OS-chosen ports.
 pub const LISTEN_ANY_PORT: &str = r#"
 [listen]
@@ -22,6 +32,9 @@ http = "127.0.0.1:0"
 unified = "127.0.0.1:0"
 harvest = "127.0.0.1:0"
 api = "127.0.0.1:0"
+
+[radius]
+listen = "127.0.0.1:0"
 "#;
 
 /// Starts simgate from `body` (TOML without `data_dir` and `[listen]`).
