@@ -1,10 +1,15 @@
 //! The raw baseline peer: plain UDP sockets (SO_REUSEPORT, one thread each,
 //! as many as simgate has UDP workers) read with `recvmmsg` in batches of 32
 //! (quinn-udp's batch, which simgate uses) into 64 KiB slots, counting
-//! datagrams and bytes. No replies. The counts are served as a Prometheus
-//! page so `loadgen send` reads them exactly as it reads simgate's.
+//! datagrams and bytes. The counts are served as a Prometheus page so
+//! `loadgen send` reads them exactly as it reads simgate's.
+//!
+//! By default it answers nothing. `--reply each` answers every datagram with
+//! `200` through its own `sendto` (what simgate's UDP ingress does today);
+//! `--reply batch` answers a whole received batch with one `sendmmsg`. These
+//! tell how much of simgate's cost is the reply traffic itself.
 
-use std::io::{IoSliceMut, Read as _, Write as _};
+use std::io::{IoSlice, IoSliceMut, Read as _, Write as _};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener};
 use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,11 +19,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, sendto, ControlMessage, MsgFlags, MultiHeaders, SockaddrIn,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Same slot size as simgate's UDP ingress (without GRO).
 const SLOT: usize = 65_535;
+/// What Funnel answers to an accepted UDP record.
+const REPLY: &[u8] = b"200";
+
+/// Whether and how the sink answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ReplyMode {
+    None,
+    /// One `sendto` per datagram.
+    Each,
+    /// One `sendmmsg` per received batch.
+    Batch,
+}
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SinkArgs {
@@ -34,6 +53,9 @@ pub(crate) struct SinkArgs {
     /// Datagrams per recvmmsg call.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Answer each datagram with "200", one syscall each or batched.
+    #[arg(long, value_enum, default_value_t = ReplyMode::None)]
+    reply: ReplyMode,
     /// The sink exits after this long whatever happens.
     #[arg(long, default_value_t = 900)]
     max_seconds: u64,
@@ -44,6 +66,7 @@ struct Counts {
     datagrams: AtomicU64,
     bytes: AtomicU64,
     calls: AtomicU64,
+    replies: AtomicU64,
 }
 
 pub(crate) fn run(a: &SinkArgs) -> anyhow::Result<()> {
@@ -83,8 +106,8 @@ pub(crate) fn run(a: &SinkArgs) -> anyhow::Result<()> {
 
     for s in sockets {
         let c = Arc::clone(&counts);
-        let batch = a.batch;
-        thread::spawn(move || receive_loop(&s, batch, &c, deadline));
+        let (batch, reply) = (a.batch, a.reply);
+        thread::spawn(move || receive_loop(&s, batch, reply, &c, deadline));
     }
     let c = Arc::clone(&counts);
     thread::spawn(move || serve_metrics(&metrics, &c));
@@ -96,10 +119,14 @@ pub(crate) fn run(a: &SinkArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn receive_loop(s: &Socket, batch: usize, c: &Counts, deadline: Instant) {
+fn receive_loop(s: &Socket, batch: usize, reply: ReplyMode, c: &Counts, deadline: Instant) {
     let fd = s.as_raw_fd();
     let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
+    let mut reply_hdrs = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
     let mut slots = vec![vec![0u8; SLOT]; batch];
+    let mut peers: Vec<Option<SockaddrIn>> = Vec::with_capacity(batch);
+    let reply_iovs = vec![[IoSlice::new(REPLY)]; batch];
+    let no_cmsgs: [ControlMessage<'_>; 0] = [];
     while Instant::now() < deadline {
         let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
             slots.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
@@ -113,13 +140,33 @@ fn receive_loop(s: &Socket, batch: usize, c: &Counts, deadline: Instant) {
             Ok(results) => {
                 let mut n = 0u64;
                 let mut bytes = 0u64;
+                peers.clear();
                 for m in results {
                     n += 1;
                     bytes += m.bytes as u64;
+                    peers.push(m.address);
                 }
                 c.datagrams.fetch_add(n, Ordering::Relaxed);
                 c.bytes.fetch_add(bytes, Ordering::Relaxed);
                 c.calls.fetch_add(1, Ordering::Relaxed);
+                let answered = match reply {
+                    ReplyMode::None => 0,
+                    ReplyMode::Each => peers
+                        .iter()
+                        .flatten()
+                        .filter(|p| sendto(fd, REPLY, *p, MsgFlags::MSG_DONTWAIT).is_ok())
+                        .count(),
+                    ReplyMode::Batch => sendmmsg(
+                        fd,
+                        &mut reply_hdrs,
+                        &reply_iovs[..peers.len()],
+                        &peers,
+                        no_cmsgs,
+                        MsgFlags::MSG_DONTWAIT,
+                    )
+                    .map_or(0, Iterator::count),
+                };
+                c.replies.fetch_add(answered as u64, Ordering::Relaxed);
             }
             Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(e) => {
@@ -150,10 +197,13 @@ fn serve_metrics(listener: &TcpListener, c: &Counts) {
              # TYPE loadgen_sink_received_bytes counter\n\
              loadgen_sink_received_bytes_total {}\n\
              # TYPE loadgen_sink_recvmmsg_calls counter\n\
-             loadgen_sink_recvmmsg_calls_total {}\n",
+             loadgen_sink_recvmmsg_calls_total {}\n\
+             # TYPE loadgen_sink_replies counter\n\
+             loadgen_sink_replies_total {}\n",
             c.datagrams.load(Ordering::Relaxed),
             c.bytes.load(Ordering::Relaxed),
             c.calls.load(Ordering::Relaxed),
+            c.replies.load(Ordering::Relaxed),
         );
         let _ = write!(
             conn,
