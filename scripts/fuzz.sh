@@ -10,6 +10,7 @@
 # until the bug is fixed; reproduce one with
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>
 #
+# Uses fuzz/dict/<target>.dict as a libFuzzer dictionary when there is one.
 # Builds with AddressSanitizer, debug assertions and overflow checks.
 # FUZZ_SANITIZER=none builds without ASan (faster; panics and failed
 # properties are still caught).
@@ -42,6 +43,10 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t targets < <("${fuzz[@]}" list)
 fi
+if [ ${#targets[@]} -eq 0 ]; then
+  echo "fuzz: no fuzz targets found ('cargo fuzz list' in fuzz/)" >&2
+  exit 1
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/simgate-fuzz.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
@@ -58,9 +63,12 @@ for target in "${targets[@]}"; do
   fi
   mkdir -p "$work/$target"
   cp -R "$seeds/." "$work/$target/"
+  args=(-max_total_time="$seconds" -timeout=10 -print_final_stats=1)
+  if [ -f "fuzz/dict/$target.dict" ]; then
+    args+=(-dict="fuzz/dict/$target.dict")
+  fi
   echo "== fuzz $target for ${seconds}s (sanitizer: $sanitizer)"
-  if ! "${fuzz[@]}" run --sanitizer "$sanitizer" --debug-assertions "$target" "$work/$target" \
-    -- -max_total_time="$seconds" -timeout=10 -print_final_stats=1; then
+  if ! "${fuzz[@]}" run --sanitizer "$sanitizer" --debug-assertions "$target" "$work/$target" -- "${args[@]}"; then
     failed+=("$target")
   fi
 done

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod cli;
 pub mod ingress;
 pub mod metrics;
 pub mod server;

@@ -1,10 +1,11 @@
 //! The `simgate` command.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use simgate::server;
+use simgate::{cli, server};
 use simgate_control::Config;
 
 #[derive(Debug, Parser)]
@@ -30,9 +31,11 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the embedded default configuration (a starting point).
     DefaultConfig,
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -52,7 +55,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?
-                .block_on(serve(config, source, file))
+                .block_on(serve(config, source, file))?;
         }
         Command::CheckConfig { file } => {
             let c = load(&file)?;
@@ -65,13 +68,14 @@ fn main() -> anyhow::Result<()> {
                 c.credentials.len(),
                 c.sessions.len()
             );
-            Ok(())
         }
         Command::DefaultConfig => {
             print!("{}", simgate_control::config::EMBEDDED_DEFAULT);
-            Ok(())
         }
+        // The API commands print their own errors and choose the status.
+        Command::Client(command) => return Ok(cli::run(command)),
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {

@@ -1,13 +1,14 @@
 //! The control REST API, shaped like SORACOM's: subscribers, groups with
-//! configuration namespaces, credentials and sessions, behind a bearer
-//! token, with an OpenAPI description at `/openapi.json`.
+//! configuration namespaces, credentials, sessions and the API's own
+//! tokens, behind a bearer token, with an OpenAPI description at
+//! `/openapi.json`.
 //!
 //! Handlers validate and translate; every rule lives in the
 //! [`ControlPlane`] and is applied in one durable
 //! transaction before the answer is sent. Errors are JSON
 //! `{"code","message"}`: 400 invalid input (bad id, bad or mistyped JSON,
 //! unknown namespace or reference), 401 no or bad token, 404 unknown entity,
-//! 409 exists already / still in use / terminated, 413 body over
+//! 409 exists already / still in use / terminated / last token, 413 body over
 //! [`MAX_BODY_BYTES`], 503 the store could not write (retry).
 
 mod credentials;
@@ -15,6 +16,7 @@ mod error;
 mod groups;
 mod sessions;
 mod subscribers;
+mod tokens;
 
 use std::sync::{Arc, LazyLock};
 
@@ -108,6 +110,11 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
             "/v1/sessions/{ip}",
             put(sessions::put_session).delete(sessions::delete_session),
         )
+        .route(
+            "/v1/tokens",
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
+        .route("/v1/tokens/{name}", delete(tokens::revoke_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::clone(&plane));
     protect(api, plane).route("/openapi.json", get(openapi_json))
@@ -201,6 +208,9 @@ fn unauthorized(code: &'static str, message: &str, challenge: &'static str) -> R
         sessions::list_sessions,
         sessions::put_session,
         sessions::delete_session,
+        tokens::list_tokens,
+        tokens::create_token,
+        tokens::revoke_token,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
@@ -210,6 +220,7 @@ fn unauthorized(code: &'static str, message: &str, challenge: &'static str) -> R
         (name = "Group", description = "Groups and their service configuration"),
         (name = "Credential", description = "Credential sets (secrets are write-only)"),
         (name = "Session", description = "IP address → SIM bindings"),
+        (name = "Token", description = "API bearer tokens (shown once, when made)"),
     )
 )]
 struct ApiDoc;

@@ -1,5 +1,7 @@
 //! Validated identifiers. Each is a newtype so an IMSI can never be passed
 //! where an IMEI is expected, and every one that exists has been checked.
+//! They wrap an `Arc<str>`: identities are cloned on the packet path, and a
+//! clone must not allocate.
 
 use std::fmt;
 
@@ -55,7 +57,7 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(Box<str>);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             pub fn parse($s: &str) -> Result<Self, IdError> {
@@ -65,6 +67,11 @@ macro_rules! id_type {
 
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            /// The text as a shared string: cloning it copies no bytes.
+            pub fn shared(&self) -> std::sync::Arc<str> {
+                std::sync::Arc::clone(&self.0)
             }
         }
 
@@ -77,7 +84,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(v: $name) -> Self {
-                v.0.into()
+                v.0.as_ref().to_owned()
             }
         }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkRecord {
     /// Kinesis partition key (the IMSI): 1 to 256 characters.
-    pub partition_key: Box<str>,
+    pub partition_key: std::sync::Arc<str>,
     pub data: Bytes,
 }
 

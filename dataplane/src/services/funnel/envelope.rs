@@ -13,7 +13,6 @@
 //! choice. An unknown IMEI is sent as `null` so the keys are always present.
 
 use base64::Engine as _;
-use serde::de::IgnoredAny;
 use simgate_control::{CredentialId, Destination, Imei, Imsi, OperatorId};
 
 /// The protocol the device used, as the envelope's `sourceProtocol` names it.
@@ -134,8 +133,68 @@ fn write_payload(payload: &[u8], embed: bool, out: &mut Vec<u8>) {
     }
 }
 
+/// Strict validation: the bytes must be UTF-8 and every string and number
+/// must decode. serde_json's `IgnoredAny` skips string contents, so it let
+/// through invalid UTF-8 and lone surrogates (found by the fuzzer), which
+/// would make the whole envelope unparsable downstream.
 fn is_json(payload: &[u8]) -> bool {
-    serde_json::from_slice::<IgnoredAny>(payload).is_ok()
+    std::str::from_utf8(payload).is_ok() && serde_json::from_slice::<Validated>(payload).is_ok()
+}
+
+/// Deserializes any JSON value, decoding (and so validating) every string
+/// and number, without building a tree.
+struct Validated;
+
+impl<'de> serde::Deserialize<'de> for Validated {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValidatedVisitor)
+    }
+}
+
+struct ValidatedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValidatedVisitor {
+    type Value = Validated;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_unit<E>(self) -> Result<Validated, E> {
+        Ok(Validated)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Validated, A::Error> {
+        while seq.next_element::<Validated>()?.is_some() {}
+        Ok(Validated)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Validated, A::Error> {
+        while map.next_entry::<IgnoredKey, Validated>()?.is_some() {}
+        Ok(Validated)
+    }
+}
+
+/// A map key, decoded (so validated) and dropped.
+struct IgnoredKey;
+
+impl<'de> serde::Deserialize<'de> for IgnoredKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(ValidatedVisitor).map(|_| Self)
+    }
 }
 
 fn first_non_ws(b: &[u8]) -> Option<u8> {
@@ -254,6 +313,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, b"\"NDI=\"");
+    }
+
+    #[test]
+    fn fuzzer_findings_are_refused_as_json() {
+        let f = fixture();
+        for bad in [&b"{\"\xff\":1}"[..], br#"["\udead"]"#, b"3e313333333333333"] {
+            let mut out = Vec::new();
+            let r = encode(
+                &meta(&f, SourceProtocol::Http),
+                bad,
+                PayloadEncoding::Json,
+                false,
+                &mut out,
+            );
+            assert_eq!(r, Err(EnvelopeError::InvalidJson), "{bad:?}");
+            // Auto falls back to base64, and the envelope stays valid JSON.
+            encode(
+                &meta(&f, SourceProtocol::Udp),
+                bad,
+                PayloadEncoding::Auto,
+                false,
+                &mut out,
+            )
+            .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap();
+        }
     }
 
     proptest! {

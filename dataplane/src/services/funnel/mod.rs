@@ -5,7 +5,7 @@ pub mod delivery;
 pub mod envelope;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use simgate_control::config::FunnelSettings;
@@ -62,11 +62,13 @@ impl From<SubmitError> for FunnelReply {
     }
 }
 
-type QueueKey = (Destination, CredentialId);
+/// Destination queues, looked up by destination without cloning it.
+type Queues = HashMap<Destination, Vec<(CredentialId, Arc<DestinationQueue>)>>;
 
 /// The Funnel service: destination queues, created on first use.
 pub struct Funnel {
-    queues: Mutex<HashMap<QueueKey, Arc<DestinationQueue>>>,
+    /// Read on every message, written once per new destination.
+    queues: RwLock<Queues>,
     factory: Arc<dyn SinkFactory>,
     settings: FunnelSettings,
     metrics: Arc<Metrics>,
@@ -97,7 +99,7 @@ impl Funnel {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            queues: Mutex::new(HashMap::new()),
+            queues: RwLock::new(HashMap::new()),
             factory,
             settings,
             metrics,
@@ -144,7 +146,7 @@ impl Funnel {
         Ok(Prepared {
             queue,
             record: SinkRecord {
-                partition_key: identity.subscriber.imsi.as_str().into(),
+                partition_key: identity.subscriber.imsi.shared(),
                 data: data.into(),
             },
         })
@@ -155,13 +157,18 @@ impl Funnel {
         config: &FunnelConfig,
         snapshot: &Snapshot,
     ) -> Result<Arc<DestinationQueue>, FunnelReply> {
-        let key = (config.destination.clone(), config.credentials_id.clone());
-        let mut queues = self
-            .queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(q) = queues.get(&key) {
-            return Ok(Arc::clone(q));
+        let find = |queues: &Queues| {
+            queues
+                .get(&config.destination)
+                .and_then(|v| v.iter().find(|(c, _)| *c == config.credentials_id))
+                .map(|(_, q)| Arc::clone(q))
+        };
+        if let Some(q) = find(&self.queues.read().unwrap_or_else(PoisonError::into_inner)) {
+            return Ok(q);
+        }
+        let mut queues = self.queues.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(q) = find(&queues) {
+            return Ok(q);
         }
         let credential = snapshot.credentials.get(&config.credentials_id);
         let sink = self
@@ -179,10 +186,7 @@ impl Funnel {
                 );
                 FunnelReply::Unavailable
             })?;
-        let mut workers = self
-            .workers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
         let q = delivery::spawn_destination(
             sink,
             &config.destination.resource_url,
@@ -191,7 +195,10 @@ impl Funnel {
             self.shutdown.clone(),
             &mut workers,
         );
-        queues.insert(key, Arc::clone(&q));
+        queues
+            .entry(config.destination.clone())
+            .or_default()
+            .push((config.credentials_id.clone(), Arc::clone(&q)));
         Ok(q)
     }
 
@@ -199,10 +206,7 @@ impl Funnel {
     /// was signalled: queues drained or the grace period over).
     pub async fn join(&self) {
         let mut set = {
-            let mut w = self
-                .workers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut w = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
             std::mem::take(&mut *w)
         };
         while set.join_next().await.is_some() {}
