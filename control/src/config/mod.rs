@@ -246,6 +246,11 @@ impl Config {
                     return invalid(format!("subscriber {}: unknown group {g}", s.imsi));
                 }
             }
+            if let Some(op) = &s.operator_id {
+                if !self.operators.iter().any(|o| &o.id == op) {
+                    return invalid(format!("subscriber {}: unknown operator {op}", s.imsi));
+                }
+            }
         }
         for s in &self.sessions {
             if !imsis.contains_key(&s.imsi) {
@@ -335,6 +340,11 @@ mod tests {
         let e = Config::parse("[[subscribers]]\nimsi = \"001010000000001\"\ngroup_id = \"nope\"\n")
             .unwrap_err();
         assert!(e.to_string().contains("unknown group"), "{e}");
+        let e = Config::parse(
+            "[[subscribers]]\nimsi = \"001010000000001\"\noperator_id = \"OP0000000009\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown operator"), "{e}");
         let e = Config::parse("[[subscribers]]\nimsi = \"12\"\n").unwrap_err();
         assert!(e.to_string().contains("IMSI"), "{e}");
     }
