@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::{self, ApiState};
-use crate::ingress::{self, http::HttpLimits, tcp::TcpLimits};
+use crate::ingress::{self, http::HttpLimits, tcp::TcpLimits, udp::UdpOptions};
 use crate::metrics::Metrics;
 use crate::services::funnel::Funnel;
 use crate::services::harvest::{self, HarvestStore};
@@ -118,9 +118,12 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
         bound.unified_udp = Some(
             ingress::udp::spawn(
                 addr,
-                Entry::Unified,
-                "unified",
-                workers,
+                UdpOptions {
+                    entry: Entry::Unified,
+                    name: "unified",
+                    workers,
+                    reply: ing.udp_reply,
+                },
                 s,
                 shutdown.clone(),
                 &mut listeners,
@@ -148,9 +151,12 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
         bound.harvest_udp = Some(
             ingress::udp::spawn(
                 addr,
-                Entry::Harvest,
-                "harvest",
-                workers,
+                UdpOptions {
+                    entry: Entry::Harvest,
+                    name: "harvest",
+                    workers,
+                    reply: ing.udp_reply,
+                },
                 Arc::clone(&services),
                 shutdown.clone(),
                 &mut listeners,

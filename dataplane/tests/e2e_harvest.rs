@@ -185,3 +185,21 @@ async fn unknown_source_is_refused_and_counted() {
     }
     run.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_replies_can_be_turned_off() {
+    let run = start(&format!("[ingress]\nudp_reply = false\n{BODY}")).await;
+    let b = run.server.bound.clone();
+    let token = run.token();
+    assert_eq!(
+        udp_request(ip("127.0.0.1"), b.harvest_udp.unwrap(), b"quiet").await,
+        None
+    );
+    let (status, _, body) =
+        api_get(&run, "/v1/subscribers/001010000000001/data", Some(&token)).await;
+    assert_eq!(status, 200);
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(entries.len(), 1, "stored although not answered");
+    assert_eq!(entries[0]["content"], "quiet");
+    run.server.shutdown().await;
+}

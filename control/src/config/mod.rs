@@ -110,6 +110,10 @@ impl Default for Listeners {
 pub struct IngressSettings {
     /// UDP sockets (SO_REUSEPORT) per UDP listener; 0 = one per core.
     pub udp_workers: usize,
+    /// Answer each UDP message (`200`, `201`, errors) as SORACOM does. Off
+    /// for fleets whose devices never read the answer: replies cost about as
+    /// much CPU as receiving.
+    pub udp_reply: bool,
     /// Largest HTTP request body accepted (SORACOM Funnel: 800,000 bytes).
     pub http_max_body: usize,
     /// Largest single TCP message (one read); longer reads are split.
@@ -124,6 +128,7 @@ impl Default for IngressSettings {
     fn default() -> Self {
         Self {
             udp_workers: 0,
+            udp_reply: true,
             http_max_body: 800_000,
             tcp_max_message: 65_536,
             tcp_idle_timeout_ms: 300_000,

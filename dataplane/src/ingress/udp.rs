@@ -20,17 +20,27 @@ const MAX_DATAGRAM: usize = 65_535;
 
 /// Binds `workers` sockets on `addr` and serves them until shutdown.
 /// Returns the bound address (useful when `addr` had port 0).
+/// What one UDP listener serves and how.
+#[derive(Debug, Clone, Copy)]
+pub struct UdpOptions {
+    pub entry: Entry,
+    /// Metrics label, e.g. `unified`.
+    pub name: &'static str,
+    /// SO_REUSEPORT sockets (one task each).
+    pub workers: usize,
+    /// `ingress.udp_reply`.
+    pub reply: bool,
+}
+
 pub fn spawn(
     addr: SocketAddr,
-    entry: Entry,
-    listener: &'static str,
-    workers: usize,
+    options: UdpOptions,
     services: Arc<Services>,
     shutdown: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> io::Result<SocketAddr> {
     let mut bound = addr;
-    for i in 0..workers.max(1) {
+    for i in 0..options.workers.max(1) {
         // With port 0 the first bind picks the port; the others share it.
         let socket = super::bind_socket(bound, true)?;
         let std_socket: std::net::UdpSocket = socket.into();
@@ -42,8 +52,9 @@ pub fn spawn(
         let worker = Worker {
             socket,
             state,
-            entry,
-            listener,
+            entry: options.entry,
+            listener: options.name,
+            reply: options.reply,
             services: Arc::clone(&services),
         };
         tasks.spawn(worker.run(shutdown.clone()));
@@ -56,6 +67,8 @@ struct Worker {
     state: UdpSocketState,
     entry: Entry,
     listener: &'static str,
+    /// `ingress.udp_reply`.
+    reply: bool,
     services: Arc<Services>,
 }
 
@@ -146,7 +159,7 @@ impl Worker {
     }
 
     fn reply(&self, peer: SocketAddr, local: Option<std::net::IpAddr>, reply: &Reply) {
-        if reply.silent_on_udp {
+        if reply.silent_on_udp || !self.reply {
             return;
         }
         let t = Transmit {
@@ -167,7 +180,7 @@ impl Worker {
     }
 
     async fn reply_async(&self, peer: SocketAddr, local: Option<std::net::IpAddr>, reply: &Reply) {
-        if reply.silent_on_udp {
+        if reply.silent_on_udp || !self.reply {
             return;
         }
         let t = Transmit {
