@@ -23,9 +23,14 @@ impl Session {
 
 /// Concurrent map from source address to session. Entries are `Arc`s so a
 /// lookup on the hot path is one probe and a reference-count increment.
+///
+/// Hashed with foldhash (per-process random seed) rather than SipHash: the
+/// keys are addresses the packet gateway assigns, not attacker-chosen, and
+/// at a million sessions the hash was a measurable part of a lookup
+/// (criterion, `benches/benches/sessions.rs`).
 #[derive(Debug, Default)]
 pub struct SessionTable {
-    by_ip: DashMap<IpAddr, Arc<Session>>,
+    by_ip: DashMap<IpAddr, Arc<Session>, foldhash::fast::RandomState>,
 }
 
 impl SessionTable {

@@ -103,7 +103,8 @@ pub fn encode(
     out.extend_from_slice(b"},\"sourceProtocol\":\"");
     out.extend_from_slice(meta.source_protocol.as_str().as_bytes());
     out.extend_from_slice(b"\",\"timestamp\":");
-    out.extend_from_slice(meta.timestamp_ms.to_string().as_bytes());
+    // Writing into a Vec cannot fail; no temporary String.
+    let _ = std::io::Write::write_fmt(out, format_args!("{}", meta.timestamp_ms));
     out.extend_from_slice(b",\"imsi\":");
     write_str(meta.imsi.as_str(), out);
     out.extend_from_slice(b",\"imei\":");
