@@ -13,6 +13,7 @@ pub mod config;
 pub mod model;
 pub mod plane;
 pub mod radius;
+pub mod secret_file;
 pub mod snapshot;
 pub mod store;
 

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -32,6 +31,7 @@ use crate::config::Config;
 use crate::model::{
     Credential, CredentialId, Group, GroupId, Imei, Imsi, Subscriber, SubscriberStatus,
 };
+use crate::secret_file;
 use crate::snapshot::{Session, SessionTable, Snapshot, SnapshotHandle};
 use crate::store::configuration;
 use crate::store::state::{canonical_ip, Change, Edit, State};
@@ -595,31 +595,9 @@ fn patched(prev: &Snapshot, changes: &[Change]) -> Snapshot {
 }
 
 fn read_token_file(path: &Path) -> Result<Option<String>, StoreError> {
-    match fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(secret_file::read(path)?)
 }
 
 fn write_token_file(path: &Path, token: &str) -> Result<(), StoreError> {
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    #[cfg(unix)]
-    {
-        // `mode` applies only when the file is created; tighten an old one.
-        use std::os::unix::fs::PermissionsExt as _;
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    f.write_all(token.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    Ok(())
+    Ok(secret_file::write(path, token)?)
 }

@@ -224,7 +224,13 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
         if radius.clients.is_empty() && radius.default_secret.is_none() {
             // Out of the box: gateways on this host, with a secret generated
             // on first start (like the API token).
-            let secret = load_or_create_secret(&config.data_dir.join("radius.secret"))?;
+            let path = config.data_dir.join("radius.secret");
+            let secret = simgate_control::secret_file::load_or_create(&path, || {
+                let mut raw = [0u8; 18];
+                rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut raw);
+                hex::encode(raw)
+            })
+            .with_context(|| format!("cannot read or create {}", path.display()))?;
             radius.clients.push(RadiusClient {
                 address: "127.0.0.0/8"
                     .parse::<IpNet>()
@@ -269,33 +275,4 @@ impl Server {
         while self.listeners.join_next().await.is_some() {}
         self.services.funnel.join().await;
     }
-}
-
-/// Reads a shared secret file, creating it (random, mode 0600) if missing.
-fn load_or_create_secret(path: &std::path::Path) -> anyhow::Result<String> {
-    use rand::RngCore as _;
-    use std::io::Write as _;
-    match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-    let mut raw = [0u8; 18];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let secret = hex::encode(raw);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(secret.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    Ok(secret)
 }

@@ -158,16 +158,25 @@ impl Worker {
         }
     }
 
-    fn reply(&self, peer: SocketAddr, local: Option<std::net::IpAddr>, reply: &Reply) {
-        if reply.silent_on_udp || !self.reply {
-            return;
-        }
-        let t = Transmit {
+    /// The datagram answering `reply`, unless UDP answers are off for it.
+    fn transmit<'a>(
+        &self,
+        peer: SocketAddr,
+        local: Option<std::net::IpAddr>,
+        reply: &'a Reply,
+    ) -> Option<Transmit<'a>> {
+        (!reply.silent_on_udp && self.reply).then(|| Transmit {
             destination: peer,
             ecn: None,
             contents: &reply.line,
             segment_size: None,
             src_ip: local,
+        })
+    }
+
+    fn reply(&self, peer: SocketAddr, local: Option<std::net::IpAddr>, reply: &Reply) {
+        let Some(t) = self.transmit(peer, local, reply) else {
+            return;
         };
         let sent = self.socket.try_io(Interest::WRITABLE, || {
             self.state.send((&self.socket).into(), &t)
@@ -180,23 +189,16 @@ impl Worker {
     }
 
     async fn reply_async(&self, peer: SocketAddr, local: Option<std::net::IpAddr>, reply: &Reply) {
-        if reply.silent_on_udp || !self.reply {
+        let Some(t) = self.transmit(peer, local, reply) else {
             return;
-        }
-        let t = Transmit {
-            destination: peer,
-            ecn: None,
-            contents: &reply.line,
-            segment_size: None,
-            src_ip: local,
         };
-        let r = self
+        let sent = self
             .socket
             .async_io(Interest::WRITABLE, || {
                 self.state.send((&self.socket).into(), &t)
             })
             .await;
-        if r.is_err() {
+        if sent.is_err() {
             self.services.metrics.reject("udp", "reply_dropped", peer);
         }
     }
