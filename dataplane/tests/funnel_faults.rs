@@ -92,7 +92,13 @@ impl Sink for FaultSink {
     }
 }
 
-struct Factory(Arc<FaultSink>);
+struct Factory(Arc<FaultSink>, AtomicUsize);
+
+impl Factory {
+    fn new(sink: &Arc<FaultSink>) -> Arc<Self> {
+        Arc::new(Self(Arc::clone(sink), AtomicUsize::new(0)))
+    }
+}
 
 impl SinkFactory for Factory {
     fn build(
@@ -101,6 +107,7 @@ impl SinkFactory for Factory {
         _: Option<&Credential>,
         _: Duration,
     ) -> Result<Arc<dyn Sink>, String> {
+        self.1.fetch_add(1, Ordering::SeqCst);
         Ok(Arc::clone(&self.0) as Arc<dyn Sink>)
     }
 }
@@ -207,12 +214,9 @@ async fn throttled_and_partially_failed_records_are_retried_exactly_once() {
         })
     }));
     let dir = tempfile::tempdir().unwrap();
-    let srv = server::start_with(
-        config(dir.path(), "max_attempts = 20"),
-        Arc::new(Factory(Arc::clone(&sink))),
-    )
-    .await
-    .unwrap();
+    let srv = server::start_with(config(dir.path(), "max_attempts = 20"), Factory::new(&sink))
+        .await
+        .unwrap();
     let acked = send(srv.bound.http.unwrap(), 300).await;
     assert_eq!(acked.len(), 300);
     wait_until(Duration::from_secs(20), || {
@@ -246,7 +250,7 @@ async fn outage_then_recovery_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server::start_with(
         config(dir.path(), "max_attempts = 1000"),
-        Arc::new(Factory(Arc::clone(&sink))),
+        Factory::new(&sink),
     )
     .await
     .unwrap();
@@ -272,7 +276,7 @@ async fn rejected_records_are_counted_not_retried() {
         ]))
     }));
     let dir = tempfile::tempdir().unwrap();
-    let srv = server::start_with(config(dir.path(), ""), Arc::new(Factory(Arc::clone(&sink))))
+    let srv = server::start_with(config(dir.path(), ""), Factory::new(&sink))
         .await
         .unwrap();
     let acked = send(srv.bound.http.unwrap(), 20).await;
@@ -306,9 +310,7 @@ async fn full_queue_answers_429_and_memory_stays_bounded() {
         dir.path(),
         "queue_records = 20\nmax_in_flight = 1\nshutdown_grace_ms = 100",
     );
-    let srv = server::start_with(cfg, Arc::new(Factory(Arc::clone(&sink))))
-        .await
-        .unwrap();
+    let srv = server::start_with(cfg, Factory::new(&sink)).await.unwrap();
     let http = srv.bound.http.unwrap();
     let mut statuses = HashMap::new();
     let mut retry_after = None;
@@ -352,12 +354,73 @@ async fn shutdown_delivers_what_was_acknowledged() {
     let cfg = config(dir.path(), "shutdown_grace_ms = 5000");
     let mut cfg = cfg;
     cfg.funnel.linger_ms = 60_000;
-    let srv = server::start_with(cfg, Arc::new(Factory(Arc::clone(&sink))))
-        .await
-        .unwrap();
+    let srv = server::start_with(cfg, Factory::new(&sink)).await.unwrap();
     let acked = send(srv.bound.http.unwrap(), 30).await;
     assert_eq!(acked.len(), 30);
     assert!(sink.delivered().is_empty());
     srv.shutdown().await;
     assert_eq!(sink.delivered().len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_credentials_take_effect_without_losing_records() {
+    let sink = FaultSink::new(Box::new(|_, _| None));
+    let dir = tempfile::tempdir().unwrap();
+    let factory = Factory::new(&sink);
+    let srv = server::start_with(
+        config(dir.path(), ""),
+        Arc::clone(&factory) as Arc<dyn SinkFactory>,
+    )
+    .await
+    .unwrap();
+    let http = srv.bound.http.unwrap();
+    let mut acked = send(http, 20).await;
+    assert_eq!(factory.1.load(Ordering::SeqCst), 1);
+
+    // Rotate the key through the API: the next record gets a new sink.
+    let token = std::fs::read_to_string(dir.path().join("api.token")).unwrap();
+    let auth = format!("Bearer {}", token.trim());
+    let (status, _, body) = common::http_request(
+        local(),
+        srv.bound.api.unwrap(),
+        "PUT",
+        "localhost",
+        "/v1/credentials/c",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        br#"{"type":"aws-credentials","credentials":{"accessKeyId":"new","secretAccessKey":"rotated"}}"#,
+    )
+    .await;
+    assert!(
+        status == 200 || status == 201,
+        "{status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    for i in 20..40 {
+        let body = format!(r#"{{"i":{i}}}"#);
+        let (status, _, _) = common::http_request(
+            local(),
+            http,
+            "POST",
+            "funnel.localhost",
+            "/",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 204);
+        acked.push(body.into_bytes());
+    }
+    assert_eq!(
+        factory.1.load(Ordering::SeqCst),
+        2,
+        "a new sink for the new credentials"
+    );
+    wait_until(Duration::from_secs(10), || {
+        sink.delivered().len() == acked.len()
+    })
+    .await;
+    let delivered = sink.delivered();
+    assert_eq!(delivered.len(), 40);
+    assert!(delivered.values().all(|&n| n == 1));
+    srv.shutdown().await;
 }

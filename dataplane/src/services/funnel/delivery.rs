@@ -287,7 +287,9 @@ impl Worker {
         loop {
             let now = Instant::now();
             self.release_due_retries(now, give_up_at.is_some());
-            if give_up_at.is_some() {
+            // Shutting down, or retired (its destination or credentials
+            // changed, so no new record can arrive): send what is left now.
+            if give_up_at.is_some() || !rx_open {
                 self.batcher.flush();
             } else {
                 self.batcher.poll(now);
@@ -295,12 +297,12 @@ impl Worker {
             self.dispatch();
             self.update_gauges();
 
+            let idle =
+                self.batcher.is_empty() && self.retries.is_empty() && self.in_flight.is_empty();
+            if idle && !rx_open {
+                return;
+            }
             if let Some(deadline) = give_up_at {
-                let idle =
-                    self.batcher.is_empty() && self.retries.is_empty() && self.in_flight.is_empty();
-                if idle && !rx_open {
-                    return;
-                }
                 if now >= deadline {
                     self.abandon_at_shutdown();
                     return;

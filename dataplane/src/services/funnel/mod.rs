@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use simgate_control::config::FunnelSettings;
 use simgate_control::{
-    CredentialId, Destination, FunnelConfig, FunnelContentType, Identity, Snapshot,
+    Credential, CredentialId, Destination, FunnelConfig, FunnelContentType, Identity, Snapshot,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -63,7 +63,16 @@ impl From<SubmitError> for FunnelReply {
 }
 
 /// Destination queues, looked up by destination without cloning it.
-type Queues = HashMap<Destination, Vec<(CredentialId, Arc<DestinationQueue>)>>;
+type Queues = HashMap<Destination, Vec<QueueEntry>>;
+
+/// One destination queue and the credentials its sink was built with. When
+/// the credentials are changed (a new `Arc` in the snapshot) a new sink and
+/// queue take over; the old worker delivers what it holds and ends.
+struct QueueEntry {
+    credentials_id: CredentialId,
+    credential: Option<Arc<Credential>>,
+    queue: Arc<DestinationQueue>,
+}
 
 /// The Funnel service: destination queues, created on first use.
 pub struct Funnel {
@@ -157,11 +166,21 @@ impl Funnel {
         config: &FunnelConfig,
         snapshot: &Snapshot,
     ) -> Result<Arc<DestinationQueue>, FunnelReply> {
+        let credential = snapshot.credentials.get(&config.credentials_id);
         let find = |queues: &Queues| {
             queues
                 .get(&config.destination)
-                .and_then(|v| v.iter().find(|(c, _)| *c == config.credentials_id))
-                .map(|(_, q)| Arc::clone(q))
+                .and_then(|v| {
+                    v.iter().find(|e| {
+                        e.credentials_id == config.credentials_id
+                            && match (&e.credential, credential) {
+                                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                                (None, None) => true,
+                                _ => false,
+                            }
+                    })
+                })
+                .map(|e| Arc::clone(&e.queue))
         };
         if let Some(q) = find(&self.queues.read().unwrap_or_else(PoisonError::into_inner)) {
             return Ok(q);
@@ -170,7 +189,6 @@ impl Funnel {
         if let Some(q) = find(&queues) {
             return Ok(q);
         }
-        let credential = snapshot.credentials.get(&config.credentials_id);
         let sink = self
             .factory
             .build(
@@ -195,10 +213,14 @@ impl Funnel {
             self.shutdown.clone(),
             &mut workers,
         );
-        queues
-            .entry(config.destination.clone())
-            .or_default()
-            .push((config.credentials_id.clone(), Arc::clone(&q)));
+        let entries = queues.entry(config.destination.clone()).or_default();
+        // Dropping the old queue's last handle retires its worker.
+        entries.retain(|e| e.credentials_id != config.credentials_id);
+        entries.push(QueueEntry {
+            credentials_id: config.credentials_id.clone(),
+            credential: credential.cloned(),
+            queue: Arc::clone(&q),
+        });
         Ok(q)
     }
 
