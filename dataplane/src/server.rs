@@ -130,10 +130,8 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
             )
             .with_context(|| format!("cannot bind UDP {addr}"))?,
         );
-        let addr = SocketAddr::new(
-            addr.ip(),
-            bound.unified_udp.map_or(addr.port(), |a| a.port()),
-        );
+        // Same port as UDP when configured; with port 0 each picks its own
+        // (reusing UDP's number for TCP could collide with another socket).
         bound.unified_tcp = Some(
             ingress::tcp::spawn(
                 addr,
@@ -162,10 +160,6 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
                 &mut listeners,
             )
             .with_context(|| format!("cannot bind UDP {addr}"))?,
-        );
-        let addr = SocketAddr::new(
-            addr.ip(),
-            bound.harvest_udp.map_or(addr.port(), |a| a.port()),
         );
         bound.harvest_tcp = Some(
             ingress::tcp::spawn(

@@ -1,9 +1,11 @@
 //! Validated identifiers. Each is a newtype so an IMSI can never be passed
 //! where an IMEI is expected, and every one that exists has been checked.
-//! They wrap an `Arc<str>`: identities are cloned on the packet path, and a
-//! clone must not allocate.
+//! Identities are cloned on the packet path and held by millions of
+//! sessions: short ones are stored inline, longer names as a shared
+//! `Arc<str>`, so a clone never allocates.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,26 +54,112 @@ fn check_name(kind: &'static str, s: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// How an identifier keeps its text.
+trait IdText: Clone {
+    fn new(s: &str) -> Self;
+    fn as_str(&self) -> &str;
+    fn shared(&self) -> Arc<str>;
+}
+
+/// Up to 23 bytes kept inline: IMSIs, IMEIs, MSISDNs, SIM and operator ids
+/// are short, and a million sessions each holding three of them must not
+/// mean three million heap blocks (`scripts/bench.sh sessions`).
+#[derive(Clone, Copy)]
+struct Inline {
+    len: u8,
+    buf: [u8; 23],
+}
+
+impl IdText for Inline {
+    fn new(s: &str) -> Self {
+        // Callers validate the length first; cut at a char boundary anyway.
+        let mut len = s.len().min(23);
+        while !s.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut buf = [0u8; 23];
+        buf[..len].copy_from_slice(&s.as_bytes()[..len]);
+        Self {
+            len: len as u8,
+            buf,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+
+    fn shared(&self) -> Arc<str> {
+        Arc::from(self.as_str())
+    }
+}
+
+/// Longer names, shared: cloning copies no bytes.
+#[derive(Clone)]
+struct Shared(Arc<str>);
+
+impl IdText for Shared {
+    fn new(s: &str) -> Self {
+        Self(s.into())
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
+}
+
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, |$s:ident| $check:expr) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $storage:ty, |$s:ident| $check:expr) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(std::sync::Arc<str>);
+        pub struct $name($storage);
 
         impl $name {
             pub fn parse($s: &str) -> Result<Self, IdError> {
                 $check?;
-                Ok(Self($s.into()))
+                Ok(Self(<$storage as IdText>::new($s)))
             }
 
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
 
-            /// The text as a shared string: cloning it copies no bytes.
-            pub fn shared(&self) -> std::sync::Arc<str> {
-                std::sync::Arc::clone(&self.0)
+            /// The text as a shared string.
+            pub fn shared(&self) -> Arc<str> {
+                self.0.shared()
+            }
+        }
+
+        // Equality, hashing and order are those of the text, whatever the
+        // storage, so maps keyed by ids order them as strings.
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state);
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.as_str().cmp(other.as_str())
             }
         }
 
@@ -84,7 +172,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(v: $name) -> Self {
-                v.0.as_ref().to_owned()
+                v.as_str().to_owned()
             }
         }
 
@@ -97,13 +185,13 @@ macro_rules! id_type {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({})", $kind, &self.0)
+                write!(f, "{}({})", $kind, self.as_str())
             }
         }
     };
@@ -112,25 +200,25 @@ macro_rules! id_type {
 id_type!(
     /// International Mobile Subscriber Identity: 15 digits (MCC + MNC + MSIN).
     /// Some test networks use 14; ITU-T E.212 allows up to 15.
-    Imsi, "Imsi", |s| check_digits("IMSI", s, 14, 15)
+    Imsi, "Imsi", Inline, |s| check_digits("IMSI", s, 14, 15)
 );
 id_type!(
     /// Device identity: a 15-digit IMEI or a 16-digit IMEISV (as RADIUS
     /// `3GPP-IMEISV` carries it). 14 digits are accepted for IMEIs sent
     /// without their check digit.
-    Imei, "Imei", |s| check_digits("IMEI", s, 14, 16)
+    Imei, "Imei", Inline, |s| check_digits("IMEI", s, 14, 16)
 );
 id_type!(
     /// Phone number in E.164 form without the leading `+`.
-    Msisdn, "Msisdn", |s| check_digits("MSISDN", s.strip_prefix('+').unwrap_or(s), 1, 15)
+    Msisdn, "Msisdn", Inline, |s| check_digits("MSISDN", s.strip_prefix('+').unwrap_or(s), 1, 15)
 );
 id_type!(
     /// ICCID printed on the SIM (SORACOM calls it the SIM ID): 18 to 22 digits.
-    SimId, "SimId", |s| check_digits("SIM ID", s, 18, 22)
+    SimId, "SimId", Inline, |s| check_digits("SIM ID", s, 18, 22)
 );
 id_type!(
     /// SORACOM operator id: `OP` followed by 10 digits.
-    OperatorId, "OperatorId", |s| match s.strip_prefix("OP") {
+    OperatorId, "OperatorId", Inline, |s| match s.strip_prefix("OP") {
         Some(rest) => check_digits("operator id", rest, 10, 10),
         None => Err(IdError {
             kind: "operator id",
@@ -141,11 +229,11 @@ id_type!(
 );
 id_type!(
     /// Group id, chosen by the operator.
-    GroupId, "GroupId", |s| check_name("group id", s)
+    GroupId, "GroupId", Shared, |s| check_name("group id", s)
 );
 id_type!(
     /// Credential set id, e.g. `kinesis-demo`.
-    CredentialId, "CredentialId", |s| check_name("credentials id", s)
+    CredentialId, "CredentialId", Shared, |s| check_name("credentials id", s)
 );
 
 #[cfg(test)]
@@ -171,6 +259,19 @@ mod tests {
         assert!(OperatorId::parse("OP0000000001").is_ok());
         assert!(OperatorId::parse("OP00000001").is_err());
         assert!(OperatorId::parse("XX0000000001").is_err());
+    }
+
+    #[test]
+    fn order_and_equality_are_the_texts() {
+        let a = Imsi::parse("00101000000009").unwrap(); // 14 digits
+        let b = Imsi::parse("001010000000010").unwrap(); // 15 digits
+        assert_eq!(a.cmp(&b), a.as_str().cmp(b.as_str()));
+        assert_eq!(a, Imsi::parse("00101000000009").unwrap());
+        assert_eq!(size_of::<Imsi>(), 24);
+        assert_eq!(
+            Msisdn::parse("+818012345678").unwrap().as_str(),
+            "+818012345678"
+        );
     }
 
     #[test]

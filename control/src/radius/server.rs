@@ -79,9 +79,18 @@ pub fn spawn(
             "RADIUS accounting has no clients configured: every request will be dropped"
         );
     }
-    let socket = std::net::UdpSocket::bind(config.listen)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(config.listen),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Gateways send accounting in bursts (a restart re-sends every session);
+    // the default ~200 KiB buffer overflowed while the task waited for a
+    // CPU (`scripts/bench.sh sessions`). The kernel caps it at rmem_max.
+    let _ = socket.set_recv_buffer_size(4 << 20);
     socket.set_nonblocking(true)?;
-    let socket = UdpSocket::from_std(socket)?;
+    socket.bind(&config.listen.into())?;
+    let socket = UdpSocket::from_std(socket.into())?;
     let local = socket.local_addr()?;
     let duplicates = DuplicateCache::new(
         Duration::from_millis(config.duplicate_window_ms),
