@@ -127,6 +127,11 @@ impl Worker {
                     this.serve_one(m.addr, m.dst_ip, data);
                 }
             }
+            // Under sustained load the socket is always readable and this
+            // loop would run for a whole coop budget (thousands of
+            // datagrams) while the Funnel workers it feeds wait; let them
+            // run after every receive batch.
+            tokio::task::yield_now().await;
         }
     }
 
