@@ -424,3 +424,43 @@ async fn changed_credentials_take_effect_without_losing_records() {
     assert!(delivered.values().all(|&n| n == 1));
     srv.shutdown().await;
 }
+
+struct Broken;
+
+impl SinkFactory for Broken {
+    fn build(
+        &self,
+        _: &Destination,
+        _: Option<&Credential>,
+        _: Duration,
+    ) -> Result<Arc<dyn Sink>, String> {
+        Err("no such service".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_destination_is_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server::start_with(config(dir.path(), ""), Arc::new(Broken))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let (status, _, body) = common::http_request(
+            local(),
+            srv.bound.http.unwrap(),
+            "POST",
+            "funnel.localhost",
+            "/",
+            &[],
+            b"x",
+        )
+        .await;
+        assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+    }
+    let text = srv.services.metrics.encode();
+    assert!(
+        text.contains("simgate_funnel_dropped_total{reason=\"destination_unavailable\"} 3"),
+        "{text}"
+    );
+    srv.shutdown().await;
+}

@@ -6,7 +6,7 @@ pub mod envelope;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use simgate_control::config::FunnelSettings;
 use simgate_control::{
@@ -83,6 +83,9 @@ pub struct Funnel {
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
     workers: Mutex<JoinSet<()>>,
+    /// When each unusable destination was last logged: every message to it
+    /// is refused and counted, but logged at most once a minute.
+    unusable_logged: Mutex<HashMap<Destination, Instant>>,
 }
 
 impl std::fmt::Debug for Funnel {
@@ -114,6 +117,7 @@ impl Funnel {
             metrics,
             shutdown,
             workers: Mutex::new(JoinSet::new()),
+            unusable_logged: Mutex::new(HashMap::new()),
         }
     }
 
@@ -197,11 +201,22 @@ impl Funnel {
                 Duration::from_millis(self.settings.request_timeout_ms),
             )
             .map_err(|e| {
-                tracing::error!(
-                    destination = %config.destination.resource_url,
-                    error = %e,
-                    "cannot use Funnel destination"
-                );
+                let mut logged = self
+                    .unusable_logged
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let now = Instant::now();
+                let due = logged
+                    .get(&config.destination)
+                    .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
+                if due {
+                    logged.insert(config.destination.clone(), now);
+                    tracing::error!(
+                        destination = %config.destination.resource_url,
+                        error = %e,
+                        "cannot use Funnel destination (messages to it are refused with 500 and counted)"
+                    );
+                }
                 FunnelReply::Unavailable
             })?;
         let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
