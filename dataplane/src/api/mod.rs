@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
+use simgate_control::api::ApiError;
 use simgate_control::ControlPlane;
 
 use crate::metrics::Metrics;
@@ -33,7 +34,7 @@ pub fn router(state: ApiState, harvest: Arc<HarvestStore>) -> Router {
             harvest::router(harvest),
             plane,
         ))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
@@ -48,13 +49,4 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         )],
         state.metrics.encode(),
     )
-}
-
-/// SORACOM-style JSON error `{"code","message"}`.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"code": code, "message": message})),
-    )
-        .into_response()
 }

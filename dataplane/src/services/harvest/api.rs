@@ -23,6 +23,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Serialize;
+use simgate_control::api::ApiError;
 use simgate_control::Imsi;
 
 use super::entry::Entry;
@@ -85,59 +86,27 @@ fn entries_json(entries: &[Entry]) -> Json<Vec<EntryJson<'_>>> {
     Json(entries.iter().map(EntryJson::from).collect())
 }
 
-/// An error answer: status plus `{"code","message"}`.
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+// Errors are the control API's `{"code","message"}` answers; these are the
+// Harvest-specific ones.
+fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no data at this time")
 }
 
-impl ApiError {
-    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn not_found() -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            code: "NOT_FOUND",
-            message: "no data at this time".into(),
-        }
-    }
-
-    fn internal() -> Self {
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "INTERNAL_ERROR",
-            message: "harvest store failed".into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            code: self.code,
-            message: &self.message,
-        };
-        (self.status, Json(body)).into_response()
-    }
+fn internal() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_ERROR",
+        "harvest store failed",
+    )
 }
 
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
-        Self::bad_request(e.code(), e.to_string())
+        bad_request(e.code(), e.to_string())
     }
 }
 
@@ -146,24 +115,24 @@ impl From<HarvestError> for ApiError {
         // Storage details stay in the log, not in the answer.
         tracing::warn!(error = %e, "harvest query failed");
         if e.is_retryable() {
-            Self {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "UNAVAILABLE",
-                message: "harvest store unavailable, retry later".into(),
-            }
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "harvest store unavailable, retry later",
+            )
         } else {
-            Self::internal()
+            internal()
         }
     }
 }
 
 fn parse_imsi(s: &str) -> Result<Imsi, ApiError> {
-    Imsi::parse(s).map_err(|e| ApiError::bad_request("INVALID_IMSI", e.to_string()))
+    Imsi::parse(s).map_err(|e| bad_request("INVALID_IMSI", e.to_string()))
 }
 
 fn parse_time(s: &str) -> Result<u64, ApiError> {
     let bad = || {
-        ApiError::bad_request(
+        bad_request(
             "INVALID_TIME",
             format!(
                 "time must be a Unix time in milliseconds, got {:?}",
@@ -187,7 +156,7 @@ async fn blocking<T: Send + 'static>(
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => {
             tracing::error!(error = %e, "harvest store task failed");
-            Err(ApiError::internal())
+            Err(internal())
         }
     }
 }
@@ -198,13 +167,12 @@ async fn list(
     raw: Result<axum::extract::Query<RawQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let imsi = parse_imsi(&imsi)?;
-    let axum::extract::Query(raw) =
-        raw.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
+    let axum::extract::Query(raw) = raw.map_err(|e| bad_request("INVALID_QUERY", e.body_text()))?;
     let query = Query::parse(&raw, &imsi, now_ms())?;
     let page = blocking(&store, move |s| s.query(&imsi, &query)).await?;
     let mut response = entries_json(&page.entries).into_response();
     if let Some(key) = page.next_key {
-        let value = HeaderValue::try_from(key).map_err(|_| ApiError::internal())?;
+        let value = HeaderValue::try_from(key).map_err(|_| internal())?;
         response.headers_mut().insert(NEXT_KEY_HEADER, value);
     }
     Ok(response)
@@ -218,7 +186,7 @@ async fn get_at(
     let time = parse_time(&time)?;
     let entries = blocking(&store, move |s| s.get(&imsi, time)).await?;
     if entries.is_empty() {
-        return Err(ApiError::not_found());
+        return Err(not_found());
     }
     Ok(entries_json(&entries).into_response())
 }
@@ -232,7 +200,7 @@ async fn delete_at(
     if blocking(&store, move |s| s.delete(&imsi, time)).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found())
+        Err(not_found())
     }
 }
 
