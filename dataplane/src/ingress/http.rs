@@ -165,10 +165,13 @@ async fn handle(
         return r;
     }
     // Refuse unknown sources before reading a body they might use to pin memory.
-    if let Err(e) = services.identify(peer) {
-        services.metrics.reject("http", e.reason(), peer);
-        return text(StatusCode::FORBIDDEN, format!("Forbidden: {e}"));
-    }
+    let identity = match services.identify(peer) {
+        Ok((identity, _)) => identity,
+        Err(e) => {
+            services.metrics.reject("http", e.reason(), peer);
+            return text(StatusCode::FORBIDDEN, format!("Forbidden: {e}"));
+        }
+    };
     let (parts, body) = req.into_parts();
     let declared_too_big = parts
         .headers
@@ -198,7 +201,10 @@ async fn handle(
         content_type: header("content-type"),
         timestamp: header("x-soracom-timestamp"),
     };
-    let reply = match services.handle(&msg) {
+    // The snapshot is loaded afresh (not held across the body read); the
+    // identity is the one checked before the body was accepted.
+    let handled = services.handle_identified(&msg, &identity, &services.snapshot.load());
+    let reply = match handled {
         Handled::Now(r) => r,
         Handled::Later(f) => f.await,
         Handled::Refused(e) => return text(StatusCode::FORBIDDEN, format!("Forbidden: {e}")),

@@ -139,21 +139,31 @@ impl Services {
 
     /// Serves one message.
     pub fn handle(&self, msg: &Message<'_>) -> Handled {
-        let (identity, snapshot) = match self.identify(msg.peer) {
-            Ok(x) => x,
+        match self.identify(msg.peer) {
+            Ok((identity, snapshot)) => self.handle_identified(msg, &identity, &snapshot),
             Err(e) => {
                 self.metrics
                     .reject(msg.protocol.as_str(), e.reason(), msg.peer);
-                return Handled::Refused(e);
+                Handled::Refused(e)
             }
-        };
+        }
+    }
+
+    /// Serves one message from a sender already identified (HTTP checks the
+    /// source before reading the body, and need not look it up again).
+    pub fn handle_identified(
+        &self,
+        msg: &Message<'_>,
+        identity: &Identity,
+        snapshot: &Snapshot,
+    ) -> Handled {
         let group = identity.group.as_deref();
-        let funnel_on = funnel::is_enabled(&identity);
+        let funnel_on = funnel::is_enabled(identity);
         let harvest_on = group.is_some_and(|g| g.harvest.enabled);
         let proto = msg.protocol.as_str();
         match msg.entry {
-            Entry::Funnel => self.funnel(msg, &identity, &snapshot),
-            Entry::Harvest if harvest_on => self.harvest(msg, &identity),
+            Entry::Funnel => self.funnel(msg, identity, snapshot),
+            Entry::Harvest if harvest_on => self.harvest(msg, identity),
             Entry::Harvest => {
                 self.metrics.served("harvest", proto, 400);
                 Handled::Now(Reply::error(
@@ -162,9 +172,9 @@ impl Services {
                 ))
             }
             Entry::Unified => match (funnel_on, harvest_on) {
-                (true, false) => self.funnel(msg, &identity, &snapshot),
-                (false, true) => self.harvest(msg, &identity),
-                (true, true) => self.both(msg, &identity, &snapshot),
+                (true, false) => self.funnel(msg, identity, snapshot),
+                (false, true) => self.harvest(msg, identity),
+                (true, true) => self.both(msg, identity, snapshot),
                 (false, false) => {
                     self.metrics.served("unified", proto, 400);
                     Handled::Now(Reply::error(
