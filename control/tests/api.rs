@@ -5,112 +5,26 @@
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 use simgate_control::plane::api_token_path;
 use simgate_control::{api, Config, ControlPlane, GroupId, Imsi, Session, SubscriberStatus};
-use tower::ServiceExt as _;
+
+mod common;
+
+use common::{assert_error, empty_config, open, send, Gw, Reply};
 
 const DEMO_IMSI: &str = "001010000000001";
 const IMSI_2: &str = "001010000000002";
 
-struct Gw {
-    plane: Arc<ControlPlane>,
-    app: Router,
-    token: String,
-}
-
-fn open(dir: &Path, seed: &Config) -> Gw {
-    let plane = ControlPlane::open(dir, seed).unwrap();
-    let token = std::fs::read_to_string(api_token_path(dir))
-        .unwrap()
-        .trim()
-        .to_owned();
-    Gw {
-        app: api::router(Arc::clone(&plane)),
-        plane,
-        token,
-    }
-}
-
-fn empty_config() -> Config {
-    Config::parse("").unwrap()
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-    text: String,
-}
-
-async fn send(app: &Router, req: Request<Body>) -> Reply {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        body,
-        text,
-    }
-}
-
 impl Gw {
-    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
-        let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        send(&self.app, req.body(body).unwrap()).await
-    }
-
-    async fn raw(
-        &self,
-        method: Method,
-        uri: &str,
-        content_type: Option<&str>,
-        body: &str,
-    ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
-        if let Some(ct) = content_type {
-            req = req.header(header::CONTENT_TYPE, ct);
-        }
-        send(&self.app, req.body(Body::from(body.to_owned())).unwrap()).await
-    }
-
     fn status_of(&self, imsi: &str) -> SubscriberStatus {
         self.plane.snapshot.load().subscribers[&Imsi::parse(imsi).unwrap()].status
     }
-}
-
-fn assert_error(r: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text);
-    assert_eq!(r.body["code"], code, "{}", r.text);
-    assert!(
-        r.body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{}",
-        r.text
-    );
 }
 
 #[tokio::test]

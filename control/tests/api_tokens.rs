@@ -4,78 +4,20 @@
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test
 
 use std::path::Path;
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
-use axum::Router;
-use http_body_util::BodyExt as _;
-use serde_json::{json, Value};
-use simgate_control::plane::api_token_path;
-use simgate_control::{api, Config, ControlPlane};
-use tower::ServiceExt as _;
+use axum::http::{header, Method, Request, StatusCode};
+use serde_json::json;
 
-struct Gw {
-    plane: Arc<ControlPlane>,
-    app: Router,
-    token: String,
-}
+mod common;
+
+use common::{assert_error, send, Gw};
 
 fn open(dir: &Path) -> Gw {
-    let plane = ControlPlane::open(dir, &Config::parse("").unwrap()).unwrap();
-    let token = std::fs::read_to_string(api_token_path(dir))
-        .unwrap()
-        .trim()
-        .to_owned();
-    Gw {
-        app: api::router(Arc::clone(&plane)),
-        plane,
-        token,
-    }
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-    text: String,
-}
-
-async fn send(app: &Router, req: Request<Body>) -> Reply {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        body,
-        text,
-    }
+    common::open(dir, &common::empty_config())
 }
 
 impl Gw {
-    async fn call_as(&self, token: &str, method: Method, uri: &str, body: Option<Value>) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"));
-        let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        send(&self.app, req.body(body).unwrap()).await
-    }
-
-    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
-        self.call_as(&self.token, method, uri, body).await
-    }
-
     async fn names(&self) -> Vec<String> {
         let r = self.call(Method::GET, "/v1/tokens", None).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -86,16 +28,6 @@ impl Gw {
             .map(|t| t["name"].as_str().unwrap().to_owned())
             .collect()
     }
-}
-
-fn assert_error(r: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text);
-    assert_eq!(r.body["code"], code, "{}", r.text);
-    assert!(
-        r.body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{}",
-        r.text
-    );
 }
 
 #[tokio::test]
