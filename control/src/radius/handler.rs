@@ -20,7 +20,7 @@ use super::codec::{parse_accounting_request, AccountingResponse, DropReason};
 use super::dedup::{DuplicateCache, RequestKey};
 use super::stats::{Event, RadiusStats};
 use crate::model::Imsi;
-use crate::snapshot::SessionTable;
+use crate::snapshot::{canonical_ip, SessionTable};
 
 /// Who made a binding through RADIUS, so Accounting-On/Off from that gateway
 /// can end it and nothing else.
@@ -106,7 +106,7 @@ impl AccountingHandler {
         let nas = request
             .attributes
             .nas_ip
-            .map_or_else(|| canonical(source.ip()), IpAddr::V4);
+            .map_or_else(|| canonical_ip(source.ip()), IpAddr::V4);
         let response = request.response(secret);
         self.apply(nas, accounting);
         self.duplicates.insert(now, key, response);
@@ -210,13 +210,6 @@ impl AccountingHandler {
         });
         self.stats.count_sessions_cleared(cleared);
         tracing::info!(%nas, cleared, "RADIUS Accounting-On/Off: gateway's sessions ended");
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::model::{
     SubscriberStatus,
 };
 
-pub use sessions::{Session, SessionTable};
+pub use sessions::{canonical_ip, Session, SessionTable};
 
 /// Persistent (structurally shared) map: cloning a snapshot to change one
 /// SIM costs O(log n), not a copy of every entry — with hundreds of

@@ -40,17 +40,17 @@ impl SessionTable {
 
     pub fn lookup(&self, ip: IpAddr) -> Option<Arc<Session>> {
         self.by_ip
-            .get(&canonical(ip))
+            .get(&canonical_ip(ip))
             .map(|e| Arc::clone(e.value()))
     }
 
     /// Binds `ip` to a session, replacing whatever held it.
     pub fn bind(&self, ip: IpAddr, session: Session) -> Option<Arc<Session>> {
-        self.by_ip.insert(canonical(ip), Arc::new(session))
+        self.by_ip.insert(canonical_ip(ip), Arc::new(session))
     }
 
     pub fn unbind(&self, ip: IpAddr) -> Option<Arc<Session>> {
-        self.by_ip.remove(&canonical(ip)).map(|(_, s)| s)
+        self.by_ip.remove(&canonical_ip(ip)).map(|(_, s)| s)
     }
 
     /// Unbinds `ip` only if its current session satisfies `pred`, atomically
@@ -62,7 +62,7 @@ impl SessionTable {
         pred: impl FnOnce(&Session) -> bool,
     ) -> Option<Arc<Session>> {
         self.by_ip
-            .remove_if(&canonical(ip), |_, s| pred(s))
+            .remove_if(&canonical_ip(ip), |_, s| pred(s))
             .map(|(_, s)| s)
     }
 
@@ -85,7 +85,7 @@ impl SessionTable {
 
 /// A dual-stack socket reports IPv4 peers as `::ffff:a.b.c.d`; sessions are
 /// keyed by the plain IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
