@@ -22,7 +22,6 @@ use std::net::IpAddr;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
@@ -157,11 +156,7 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use crate::clock::now_ms;
 
 fn not_found(kind: &'static str, id: impl ToString) -> StoreError {
     StoreError::NotFound {

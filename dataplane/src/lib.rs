@@ -5,8 +5,10 @@
 pub mod api;
 pub mod batch;
 pub mod cli;
+pub mod dead_letters;
 pub mod ingress;
 pub mod metrics;
 pub mod server;
 pub mod services;
 pub mod sinks;
+pub mod spool;

@@ -102,6 +102,13 @@ pub struct Metrics {
     pub funnel_batch_records: HistogramFamily<KindLabels>,
     pub funnel_request_seconds: HistogramFamily<KindLabels>,
     pub funnel_delivery_seconds: HistogramFamily<KindLabels>,
+    pub funnel_dead_letters: Family<SinkResultLabels, Counter>,
+    pub funnel_window: Family<SinkLabels, Gauge<i64, AtomicI64>>,
+    pub spool_bytes: Family<SinkLabels, Gauge<i64, AtomicI64>>,
+    pub spool_records: Family<SinkLabels, Gauge<i64, AtomicI64>>,
+    pub spool_segments: Family<SinkLabels, Gauge<i64, AtomicI64>>,
+    pub spool_oldest_unsent_seconds: Family<SinkLabels, Gauge<i64, AtomicI64>>,
+    pub spool_truncated_bytes: Counter,
     pub harvest_append_seconds: Histogram,
     pub sessions: Gauge<i64, AtomicI64>,
     /// Members of `service_requests` for the success answers, resolved once.
@@ -131,6 +138,13 @@ impl Metrics {
             funnel_batch_records: Family::new_with_constructor(batch_size_histogram),
             funnel_request_seconds: Family::new_with_constructor(latency_histogram),
             funnel_delivery_seconds: Family::new_with_constructor(latency_histogram),
+            funnel_dead_letters: Family::default(),
+            funnel_window: Family::default(),
+            spool_bytes: Family::default(),
+            spool_records: Family::default(),
+            spool_segments: Family::default(),
+            spool_oldest_unsent_seconds: Family::default(),
+            spool_truncated_bytes: Counter::default(),
             harvest_append_seconds: latency_histogram(),
             sessions: Gauge::default(),
             registry: Registry::default(),
@@ -202,6 +216,41 @@ impl Metrics {
             m.funnel_delivery_seconds.clone(),
         );
         registry.register(
+            "funnel_dead_letters",
+            "Records dead-lettered (kept with their reason, not delivered), by reason",
+            m.funnel_dead_letters.clone(),
+        );
+        registry.register(
+            "funnel_window",
+            "Sink requests allowed in flight now (adaptive: halved on throttling)",
+            m.funnel_window.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Bytes of spool segments on disk per destination",
+            m.spool_bytes.clone(),
+        );
+        registry.register(
+            "spool_records",
+            "Spooled records not yet delivered per destination",
+            m.spool_records.clone(),
+        );
+        registry.register(
+            "spool_segments",
+            "Spool segment files per destination",
+            m.spool_segments.clone(),
+        );
+        registry.register(
+            "spool_oldest_unsent_seconds",
+            "Age of the oldest spooled record not yet delivered",
+            m.spool_oldest_unsent_seconds.clone(),
+        );
+        registry.register(
+            "spool_truncated_bytes",
+            "Bytes cut from torn or corrupt spool tails at recovery",
+            m.spool_truncated_bytes.clone(),
+        );
+        registry.register(
             "harvest_append_seconds",
             "Time for a Harvest entry to be durably committed",
             m.harvest_append_seconds.clone(),
@@ -240,6 +289,25 @@ impl Metrics {
             .get_or_create(&RejectLabels { protocol, reason })
             .inc();
         tracing::debug!(%peer, protocol, reason, "message refused");
+    }
+
+    /// Counts and logs datagrams the kernel dropped on a UDP socket whose
+    /// receive buffer was full, before simgate could read them. Same family
+    /// and labels as [`Self::reject`], but no peer: the kernel keeps only a
+    /// count, not who sent them. Called at most about once a second per
+    /// listener, so the log is a warning: it means the workers fall behind.
+    pub fn kernel_overflow(&self, listener: &'static str, dropped: u64) {
+        self.ingress_rejected
+            .get_or_create(&RejectLabels {
+                protocol: "udp",
+                reason: "kernel_overflow",
+            })
+            .inc_by(dropped);
+        tracing::warn!(
+            listener,
+            dropped,
+            "kernel dropped UDP datagrams: socket receive buffer full"
+        );
     }
 
     /// Counts a Funnel record that will not be delivered, with its reason.

@@ -89,9 +89,18 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
     let funnel = Funnel::new(
         factory,
         config.funnel.clone(),
+        &config.data_dir,
         Arc::clone(&metrics),
         shutdown.clone(),
     );
+    // Before the listeners open: what an earlier run acknowledged goes out
+    // first, and opening a spool only checks its newest segment (fast).
+    let recovered = funnel
+        .recover(&plane.snapshot.load())
+        .context("cannot recover the Funnel spools")?;
+    if recovered > 0 {
+        tracing::info!(destinations = recovered, "Funnel spools recovered");
+    }
     let services = Arc::new(Services {
         sessions: Arc::clone(&sessions),
         snapshot,
@@ -196,7 +205,7 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
             metrics: Arc::clone(&metrics),
             plane: Arc::clone(&plane),
         };
-        let app = api::router(state, Arc::clone(&harvest));
+        let app = api::router(state, Arc::clone(&services));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind API {addr}"))?;

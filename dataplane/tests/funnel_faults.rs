@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use simgate::server;
 use simgate::sinks::factory::SinkFactory;
 use simgate::sinks::{
-    BatchLimits, BatchOutcome, FailureKind, RecordOutcome, Sink, SinkError, SinkFuture, SinkRecord,
+    BatchLimits, BatchOutcome, FailureKind, RecordOutcome, RetryReason, Sink, SinkError,
+    SinkFuture, SinkRecord,
 };
 use simgate_control::{Config, Credential, Destination};
 
@@ -29,6 +30,8 @@ struct FaultSink {
     delivered: Mutex<HashMap<Vec<u8>, usize>>,
     /// Payload → times seen in any request.
     seen: Mutex<HashMap<Vec<u8>, usize>>,
+    /// Payload → times sent and not delivered.
+    not_delivered: Mutex<HashMap<Vec<u8>, usize>>,
     stall: Option<Duration>,
 }
 
@@ -39,6 +42,7 @@ impl FaultSink {
             requests: AtomicUsize::new(0),
             delivered: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            not_delivered: Mutex::new(HashMap::new()),
             stall: None,
         })
     }
@@ -70,9 +74,12 @@ impl Sink for FaultSink {
                 BatchOutcome::PerRecord(vec![RecordOutcome::Delivered; records.len()])
             });
             let mut delivered = self.delivered.lock().unwrap();
+            let mut not_delivered = self.not_delivered.lock().unwrap();
             for (i, r) in records.iter().enumerate() {
                 if outcome.record(i) == RecordOutcome::Delivered {
                     *delivered.entry(payload_of(r)).or_default() += 1;
+                } else {
+                    *not_delivered.entry(payload_of(r)).or_default() += 1;
                 }
             }
             outcome
@@ -202,9 +209,7 @@ async fn throttled_and_partially_failed_records_are_retried_exactly_once() {
                 (0..records.len())
                     .map(|i| {
                         if i % 2 == 1 {
-                            RecordOutcome::Retryable(
-                                "ProvisionedThroughputExceededException".into(),
-                            )
+                            RecordOutcome::Retryable(RetryReason::throttled("throughput_exceeded"))
                         } else {
                             RecordOutcome::Delivered
                         }
@@ -224,9 +229,18 @@ async fn throttled_and_partially_failed_records_are_retried_exactly_once() {
     })
     .await;
     let delivered = sink.delivered();
+    let seen = sink.seen.lock().unwrap().clone();
+    let not_delivered = sink.not_delivered.lock().unwrap().clone();
+    let mut resent = 0;
     for p in &acked {
         assert_eq!(delivered.get(p), Some(&1), "{}", String::from_utf8_lossy(p));
+        // Sent once per failure plus the delivery: a delivered record is
+        // never sent again, and only failed records were re-sent.
+        let failures = not_delivered.get(p).copied().unwrap_or(0);
+        assert_eq!(seen[p], failures + 1, "{}", String::from_utf8_lossy(p));
+        resent += failures;
     }
+    assert!(resent > 0, "the faults were injected");
     let retries = srv.services.metrics.encode();
     assert!(
         retries.contains("simgate_funnel_retries_total{sink=\"fault\""),
@@ -266,7 +280,7 @@ async fn outage_then_recovery_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejected_records_are_counted_not_retried() {
+async fn rejected_records_are_dead_lettered_not_retried() {
     let sink = FaultSink::new(Box::new(|_, records| {
         Some(BatchOutcome::PerRecord(vec![
             RecordOutcome::Rejected(
@@ -287,7 +301,8 @@ async fn rejected_records_are_counted_not_retried() {
             .encode()
             .lines()
             .find(|l| {
-                l.starts_with("simgate_funnel_records_out_total") && l.contains("result=\"failed\"")
+                l.starts_with("simgate_funnel_records_out_total")
+                    && l.contains("result=\"dead_lettered\"")
             })
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .unwrap_or(0)
@@ -298,6 +313,12 @@ async fn rejected_records_are_counted_not_retried() {
         sink.seen.lock().unwrap().values().all(|&n| n == 1),
         "rejected records must not be re-sent"
     );
+    // Each is in the dead-letter store with the sink's reason.
+    let letters = srv.services.funnel.dead_letters.list().unwrap();
+    assert_eq!(letters.len(), 20);
+    assert!(letters
+        .iter()
+        .all(|(_, l)| l.reason == "rejected" && l.detail.contains("ValidationException")));
     srv.shutdown().await;
 }
 
@@ -308,7 +329,7 @@ async fn full_queue_answers_429_and_memory_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         dir.path(),
-        "queue_records = 20\nmax_in_flight = 1\nshutdown_grace_ms = 100",
+        "durability = \"memory\"\nqueue_records = 20\nmax_in_flight = 1\nshutdown_grace_ms = 100",
     );
     let srv = server::start_with(cfg, Factory::new(&sink)).await.unwrap();
     let http = srv.bound.http.unwrap();

@@ -15,7 +15,7 @@
 //! * `parse_put_records_response(body, expected)`: a `PerRecord` outcome has
 //!   exactly `expected` entries, and each agrees with the body's
 //!   `Records[i].ErrorCode` as serde_json reads it (none or empty:
-//!   delivered; a retryable code: retried with that code; any other:
+//!   delivered; a retryable code: retried with that code's label; any other:
 //!   rejected, naming the code). Messages stay bounded.
 //! * `classify_error(status, header, body)` never panics, and its message
 //!   starts with `HTTP {status}` and stays bounded.
@@ -29,7 +29,18 @@ use simgate::sinks::{BatchOutcome, RecordOutcome};
 /// `request.rs` keeps 300 characters of a message, plus an ellipsis.
 const MAX_MESSAGE_CHARS: usize = 301;
 
-const RETRYABLE: [&str; 2] = ["ProvisionedThroughputExceededException", "InternalFailure"];
+/// Retryable record codes and the label the sink gives them.
+const RETRYABLE: [(&str, &str); 2] = [
+    (
+        "ProvisionedThroughputExceededException",
+        "throughput_exceeded",
+    ),
+    ("InternalFailure", "internal_failure"),
+];
+
+fn retry_label(code: &str) -> Option<&'static str> {
+    RETRYABLE.iter().find(|(c, _)| *c == code).map(|(_, l)| *l)
+}
 
 pub(crate) fn check(data: &[u8]) {
     let [expected, status_hi, status_lo, header_len, rest @ ..] = data else {
@@ -81,10 +92,10 @@ fn check_record(i: usize, outcome: &RecordOutcome, record: &Value) {
     let code = record["ErrorCode"].as_str().filter(|c| !c.is_empty());
     match (outcome, code) {
         (RecordOutcome::Delivered, None) => {}
-        (RecordOutcome::Retryable(got), Some(code)) if RETRYABLE.contains(&code) => {
-            assert_eq!(got, code, "record {i}");
+        (RecordOutcome::Retryable(got), Some(code)) if retry_label(code).is_some() => {
+            assert_eq!(Some(got.label), retry_label(code), "record {i}");
         }
-        (RecordOutcome::Rejected(message), Some(code)) if !RETRYABLE.contains(&code) => {
+        (RecordOutcome::Rejected(message), Some(code)) if retry_label(code).is_none() => {
             let head: String = code.chars().take(MAX_MESSAGE_CHARS - 1).collect();
             assert!(
                 message.starts_with(&head),

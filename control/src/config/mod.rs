@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Credential, Group, Imei, Imsi, Msisdn, Operator, Subscriber};
 use crate::snapshot::{Session, Snapshot};
@@ -137,32 +137,73 @@ impl Default for IngressSettings {
     }
 }
 
-/// How Funnel queues, batches and retries.
+/// What a device's 2xx from Funnel promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// The record is fsynced in the destination's spool (group commit):
+    /// it survives a crash or restart.
+    Spool,
+    /// The record is in a bounded memory queue: a crash loses it.
+    Memory,
+}
+
+/// What the spool does when its disk budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse new records (HTTP 429, UDP dropped and counted, TCP waits):
+    /// nothing acknowledged is ever dropped.
+    Refuse,
+    /// Delete the oldest segment to make room; its undelivered records are
+    /// counted as `funnel_dropped{reason="spool_full"}`.
+    DropOldest,
+}
+
+/// How Funnel queues, batches, retries and keeps records.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FunnelSettings {
-    /// Records that may wait per destination before ingress is refused.
+    /// `spool` (default): acknowledged records survive crashes;
+    /// `memory`: faster, lost on a crash.
+    pub durability: Durability,
+    /// Records held in memory per destination (the send window). With
+    /// `memory` durability, ingress is refused beyond it.
     pub queue_records: usize,
-    /// Bytes that may wait per destination before ingress is refused.
+    /// Bytes held in memory per destination, as `queue_records`.
     pub queue_bytes: usize,
     /// How long a partly filled batch waits for more records.
     pub linger_ms: u64,
-    /// Batches in flight per destination.
+    /// Most requests in flight per destination; the adaptive window moves
+    /// between 1 and this.
     pub max_in_flight: usize,
-    /// Attempts per record (first send included) before it is given up.
+    /// Attempts per record (first send included) for records the sink fails
+    /// one by one; then the record is dead-lettered. Outages (refused,
+    /// timed out, 5xx) spend no attempts.
     pub max_attempts: u32,
-    /// Backoff base and cap for retries (full jitter).
+    /// Backoff base and cap (full jitter), per record and for a destination
+    /// that is down.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
+    /// A record not delivered within this time is dead-lettered.
+    pub max_record_age_secs: u64,
     /// Per-request timeout towards the sink.
     pub request_timeout_ms: u64,
-    /// On shutdown, how long queued records may still be delivered.
+    /// On shutdown, how long requests in flight may still finish (spool:
+    /// what is left is delivered after the restart; memory: it is lost and
+    /// counted).
     pub shutdown_grace_ms: u64,
+    /// Disk budget of one destination's spool.
+    pub spool_max_bytes: u64,
+    /// Size at which a spool segment is sealed and a new one started.
+    pub spool_segment_bytes: u64,
+    pub spool_when_full: WhenFull,
 }
 
 impl Default for FunnelSettings {
     fn default() -> Self {
         Self {
+            durability: Durability::Spool,
             queue_records: 100_000,
             queue_bytes: 64 << 20,
             linger_ms: 100,
@@ -170,8 +211,13 @@ impl Default for FunnelSettings {
             max_attempts: 8,
             retry_base_ms: 100,
             retry_max_ms: 10_000,
+            // SORACOM keeps undeliverable data for hours; a day by default.
+            max_record_age_secs: 86_400,
             request_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
+            spool_max_bytes: 1 << 30,
+            spool_segment_bytes: 64 << 20,
+            spool_when_full: WhenFull::Refuse,
         }
     }
 }

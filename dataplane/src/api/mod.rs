@@ -1,6 +1,7 @@
 //! The control listener (port 7070): Prometheus `/metrics` and `/health`
-//! without a token; the control REST API (`simgate_control::api`) and the
-//! Harvest Data query API behind the same bearer-token check.
+//! without a token; the control REST API (`simgate_control::api`), the
+//! Harvest Data query API and the Funnel dead-letter API behind the same
+//! bearer-token check.
 
 use std::sync::Arc;
 
@@ -13,7 +14,9 @@ use simgate_control::api::ApiError;
 use simgate_control::ControlPlane;
 
 use crate::metrics::Metrics;
-use crate::services::harvest::{self, HarvestStore};
+use crate::services::funnel::dead_letter_api;
+use crate::services::harvest;
+use crate::services::Services;
 
 /// What the unauthenticated routes serve from.
 #[derive(Clone)]
@@ -23,17 +26,16 @@ pub struct ApiState {
 }
 
 /// The whole control router.
-pub fn router(state: ApiState, harvest: Arc<HarvestStore>) -> Router {
+pub fn router(state: ApiState, services: Arc<Services>) -> Router {
     let plane = Arc::clone(&state.plane);
+    let protected =
+        harvest::router(Arc::clone(&services.harvest)).merge(dead_letter_api::router(services));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .with_state(state)
         .merge(simgate_control::api::router(Arc::clone(&plane)))
-        .merge(simgate_control::api::protect(
-            harvest::router(harvest),
-            plane,
-        ))
+        .merge(simgate_control::api::protect(protected, plane))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
 }
 

@@ -1,13 +1,15 @@
-//! Batch assembly and retry decisions for Funnel delivery. Both are pure:
-//! time is an argument, randomness a sample passed in, so tests can replay
-//! any schedule.
+//! Batch assembly, retry decisions and the delivery core of a destination.
+//! All pure: time is an argument, randomness a seeded generator or a sample
+//! passed in, so tests can replay any schedule.
 
+pub mod core;
 mod retry;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-pub use retry::{Decision, RetryPolicy};
+pub use self::core::{Batch, BatchResult, CoreConfig, DeadReason, DestinationCore, Entry, Event};
+pub use retry::RetryPolicy;
 
 use crate::sinks::BatchLimits;
 

@@ -1,5 +1,5 @@
-//! The `simgate sim|group|credential|session|token` commands: a thin client
-//! of the control API of a running `simgate serve`.
+//! The `simgate sim|group|credential|session|token|dlq` commands: a thin
+//! client of the control API of a running `simgate serve`.
 //!
 //! Each command is one or a few API calls; the answer is shown as an
 //! aligned table (or `Field  value` lines), or with `--json` as the API
@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod credential;
+pub mod dlq;
 pub mod group;
 pub mod session;
 pub mod sim;
@@ -77,6 +78,8 @@ pub enum ClientCommand {
     Session(SessionArgs),
     /// API tokens.
     Token(TokenArgs),
+    /// Funnel dead letters: list, summary, replay, purge.
+    Dlq(DlqArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +122,14 @@ pub struct TokenArgs {
     pub command: token::TokenCommand,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct DlqArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(subcommand)]
+    pub command: dlq::DlqCommand,
+}
+
 /// Runs one API command to the end: prints its output, or the error, and
 /// returns the exit status (0 done, 1 failed).
 pub fn run(command: ClientCommand) -> ExitCode {
@@ -157,6 +168,7 @@ async fn execute(command: ClientCommand) -> Result<String, CliError> {
         ClientCommand::Credential(a) => &a.opts,
         ClientCommand::Session(a) => &a.opts,
         ClientCommand::Token(a) => &a.opts,
+        ClientCommand::Dlq(a) => &a.opts,
     };
     let (token, source) = load_token(&opts.data_dir)?;
     let ctx = Ctx {
@@ -169,6 +181,7 @@ async fn execute(command: ClientCommand) -> Result<String, CliError> {
         ClientCommand::Credential(a) => credential::run(&ctx, a.command).await,
         ClientCommand::Session(a) => session::run(&ctx, a.command).await,
         ClientCommand::Token(a) => token::run(&ctx, a.command).await,
+        ClientCommand::Dlq(a) => dlq::run(&ctx, a.command).await,
     };
     result.map_err(|e| match e {
         CliError::Api {

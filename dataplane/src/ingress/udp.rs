@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+use socket2::Socket;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -40,10 +41,18 @@ pub fn spawn(
     tasks: &mut JoinSet<()>,
 ) -> io::Result<SocketAddr> {
     let mut bound = addr;
-    for i in 0..options.workers.max(1) {
+    let workers = options.workers.max(1);
+    #[cfg(target_os = "linux")]
+    let mut drops = super::kernel_drops::Watcher::new(options.name, addr);
+    for i in 0..workers {
         // With port 0 the first bind picks the port; the others share it.
         let socket = super::bind_socket(bound, true)?;
+        if i == 0 {
+            log_recv_buffer(options.name, addr, workers, &socket);
+        }
         let std_socket: std::net::UdpSocket = socket.into();
+        #[cfg(target_os = "linux")]
+        drops.add(&std_socket);
         let state = UdpSocketState::new((&std_socket).into())?;
         let socket = UdpSocket::from_std(std_socket)?;
         if i == 0 {
@@ -59,7 +68,49 @@ pub fn spawn(
         };
         tasks.spawn(worker.run(shutdown.clone()));
     }
+    // Rule 4: datagrams the kernel drops on a full buffer are counted too.
+    #[cfg(target_os = "linux")]
+    drops.spawn(Arc::clone(&services.metrics), shutdown, tasks);
     Ok(bound)
+}
+
+/// Logs the receive buffer the kernel granted (all workers ask for the
+/// same), and warns when net.core.rmem_max cut it: bursts then overflow
+/// sooner, showing as `kernel_overflow` rejects.
+fn log_recv_buffer(listener: &'static str, addr: SocketAddr, workers: usize, socket: &Socket) {
+    let requested = super::UDP_RECV_BUFFER;
+    // Linux caps the request at rmem_max, then doubles it (to cover
+    // bookkeeping overhead) and reports the doubled value.
+    let full = if cfg!(target_os = "linux") {
+        requested * 2
+    } else {
+        requested
+    };
+    // The port actually bound, when the configuration said 0.
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(addr);
+    match socket.recv_buffer_size() {
+        Ok(effective) if effective < full => tracing::warn!(
+            listener,
+            %addr,
+            workers,
+            recv_buffer = effective,
+            requested,
+            "UDP receive buffer smaller than requested; raise net.core.rmem_max \
+             to absorb longer bursts"
+        ),
+        Ok(effective) => tracing::info!(
+            listener,
+            %addr,
+            workers,
+            recv_buffer = effective,
+            "UDP receive buffer"
+        ),
+        Err(e) => tracing::warn!(listener, %addr, error = %e, "cannot read SO_RCVBUF"),
+    }
 }
 
 struct Worker {

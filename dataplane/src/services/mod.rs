@@ -8,13 +8,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use simgate_control::{Identity, IdentityError, SessionTable, Snapshot, SnapshotHandle};
 
 use crate::metrics::Metrics;
-use funnel::{Funnel, FunnelReply, SourceProtocol};
+use funnel::{Accepted, Funnel, FunnelReply, SourceProtocol};
 use harvest::{Category, HarvestError, HarvestStore, NewEntry};
 
 /// Which entry point the device used.
@@ -116,11 +115,7 @@ impl std::fmt::Debug for Services {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use simgate_control::clock::now_ms;
 
 impl Services {
     /// Resolves who sent a message from its source address.
@@ -201,8 +196,8 @@ impl Services {
             Ok(p) => p,
             Err(reply) => return Handled::Now(self.funnel_reply(proto, &reply)),
         };
+        let metrics = Arc::clone(&self.metrics);
         if msg.protocol == SourceProtocol::Tcp {
-            let metrics = Arc::clone(&self.metrics);
             return Handled::Later(Box::pin(async move {
                 let r = match prepared.queue.submit(prepared.record).await {
                     Ok(()) => FunnelReply::Accepted,
@@ -211,11 +206,19 @@ impl Services {
                 funnel_reply(&metrics, proto, &r)
             }));
         }
-        let r = match prepared.queue.try_submit(prepared.record) {
-            Ok(()) => FunnelReply::Accepted,
-            Err(e) => e.into(),
-        };
-        Handled::Now(self.funnel_reply(proto, &r))
+        match prepared.queue.try_submit(prepared.record) {
+            Ok(Accepted::Now) => Handled::Now(self.funnel_reply(proto, &FunnelReply::Accepted)),
+            // The device hears back once the spool's group commit has
+            // fsynced the record.
+            Ok(Accepted::Commit(commit)) => Handled::Later(Box::pin(async move {
+                let r = match commit.await {
+                    Ok(()) => FunnelReply::Accepted,
+                    Err(e) => e.into(),
+                };
+                funnel_reply(&metrics, proto, &r)
+            })),
+            Err(e) => Handled::Now(self.funnel_reply(proto, &e.into())),
+        }
     }
 
     fn funnel_reply(&self, proto: &'static str, r: &FunnelReply) -> Reply {
@@ -335,6 +338,9 @@ fn funnel_reply(metrics: &Metrics, proto: &'static str, r: &FunnelReply) -> Repl
         FunnelReply::Busy => Reply::busy(429, "Too Many Requests: Funnel queue is full"),
         FunnelReply::Unavailable => Reply::error(500, "Funnel destination is unavailable"),
         FunnelReply::ShuttingDown => Reply::busy(503, "Service Unavailable: shutting down"),
+        FunnelReply::StorageFailed => {
+            Reply::busy(503, "Service Unavailable: the record could not be stored")
+        }
     };
     if !matches!(r, FunnelReply::Accepted) {
         metrics.funnel_drop(r.reason());

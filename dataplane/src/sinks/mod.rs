@@ -19,14 +19,41 @@ pub struct SinkRecord {
     pub data: Bytes,
 }
 
+/// Why a record may succeed on a later attempt, as the sink names it: the
+/// generic delivery core knows no service's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryReason {
+    /// Short, stable metric label (e.g. `throughput_exceeded`).
+    pub label: &'static str,
+    /// The sink asked us to slow down: sending concurrency is halved.
+    pub throttled: bool,
+}
+
+impl RetryReason {
+    pub const fn throttled(label: &'static str) -> Self {
+        Self {
+            label,
+            throttled: true,
+        }
+    }
+
+    pub const fn transient(label: &'static str) -> Self {
+        Self {
+            label,
+            throttled: false,
+        }
+    }
+}
+
 /// What happened to one record of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordOutcome {
     Delivered,
     /// Failed in a way that a later attempt may fix (throttled, internal
-    /// failure). Carries the sink's error code.
-    Retryable(String),
-    /// Failed for good (e.g. too large, access denied). Carries the reason.
+    /// failure).
+    Retryable(RetryReason),
+    /// Failed for good (e.g. too large, access denied). Carries the reason,
+    /// kept with the record in the dead-letter store.
     Rejected(String),
 }
 
@@ -62,17 +89,25 @@ pub enum BatchOutcome {
 }
 
 impl BatchOutcome {
-    /// The outcome of record `i`.
+    /// The outcome of record `i`. A request that failed as a whole delivered
+    /// nothing; whether its records spend an attempt is the delivery core's
+    /// decision, not this view's.
     pub fn record(&self, i: usize) -> RecordOutcome {
         match self {
-            Self::PerRecord(v) => v
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| RecordOutcome::Retryable("MissingRecordResult".to_owned())),
+            Self::PerRecord(v) => {
+                v.get(i)
+                    .cloned()
+                    .unwrap_or(RecordOutcome::Retryable(RetryReason::transient(
+                        "missing_result",
+                    )))
+            }
             Self::Failed(e) => match e.kind {
                 FailureKind::Permanent => RecordOutcome::Rejected(e.message.clone()),
-                FailureKind::Throttled | FailureKind::Transient => {
-                    RecordOutcome::Retryable(e.reason.to_owned())
+                FailureKind::Throttled => {
+                    RecordOutcome::Retryable(RetryReason::throttled(e.reason))
+                }
+                FailureKind::Transient => {
+                    RecordOutcome::Retryable(RetryReason::transient(e.reason))
                 }
             },
         }

@@ -1,35 +1,45 @@
-//! Per-destination queues and the workers that batch, send and retry.
+//! Per-destination intake and the task that drives its [`DestinationCore`].
 //!
-//! ingress → [`DestinationQueue::try_submit`] (bounded by records and bytes
-//! through two semaphores; the permits travel with the record and are given
-//! back only when it is delivered or given up, so memory stays flat during a
-//! sink outage) → worker: [`Batcher`] → sink request → per-record
-//! [`RetryPolicy`] decision → done / retry after backoff / failed.
+//! ingress → [`DestinationQueue::try_submit`] →
+//! * `durability = "spool"`: the record is appended to the destination's
+//!   [`Spool`]; the device is answered once the group commit has fsynced it.
+//!   The worker reads records back from the spool while its memory window
+//!   (`queue_records` / `queue_bytes`) has room, so memory stays flat however
+//!   long the sink is down; the spool's disk budget pushes back on devices.
+//! * `durability = "memory"`: the record takes permits of two semaphores
+//!   (records, bytes) and travels over a channel; the permits are given back
+//!   when it is delivered or dead-lettered, so a full window refuses ingress.
 //!
-//! A 2xx to the device means the record holds its permits in this queue
-//! (`durability = "memory"`). The durable spool will sit between the queue
-//! and the worker and take over the permits' role.
+//! The worker only moves things: the core decides what to send, what to
+//! retry and what to dead-letter; the sink is loaded per request so changed
+//! credentials apply to records already queued.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use rand::Rng as _;
+use simgate_control::clock::now_ms;
 use simgate_control::config::FunnelSettings;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 
-use crate::batch::{Batcher, Decision, RetryPolicy};
-use crate::metrics::{member, KindLabels, Metrics, SinkLabels, SinkResultLabels};
+use crate::batch::{
+    Batch, BatchResult, CoreConfig, DeadReason, DestinationCore, Entry, Event, RetryPolicy,
+};
+use crate::dead_letters::{DeadLetter, DeadLetterStore};
+use crate::metrics::{member, KindLabels, Metrics, ReasonLabels, SinkLabels, SinkResultLabels};
 use crate::sinks::{BatchOutcome, Sink, SinkRecord};
+use crate::spool::{Spool, SpoolError, SpoolReader};
 
-/// Why a record was not queued.
+use super::DestinationKey;
+
+/// Why a record was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
     #[error("the destination queue is full")]
@@ -38,6 +48,8 @@ pub enum SubmitError {
     TooLarge,
     #[error("simgate is shutting down")]
     Closed,
+    #[error("the spool could not store the record")]
+    Storage,
 }
 
 impl SubmitError {
@@ -46,33 +58,71 @@ impl SubmitError {
             Self::Full => "queue_full",
             Self::TooLarge => "too_large",
             Self::Closed => "shutting_down",
+            Self::Storage => "spool_error",
         }
     }
 }
 
-struct Queued {
-    record: SinkRecord,
-    attempts: u32,
-    accepted_at: Instant,
-    records_permit: OwnedSemaphorePermit,
-    bytes_permit: OwnedSemaphorePermit,
+/// A record accepted by [`DestinationQueue::try_submit`]: acknowledged now
+/// (memory), or once the spool's group commit resolves.
+pub enum Accepted {
+    Now,
+    Commit(Pin<Box<dyn Future<Output = Result<(), SubmitError>> + Send + 'static>>),
 }
+
+impl Accepted {
+    /// Waits until the record may be acknowledged.
+    pub async fn committed(self) -> Result<(), SubmitError> {
+        match self {
+            Self::Now => Ok(()),
+            Self::Commit(f) => f.await,
+        }
+    }
+}
+
+/// The permits a memory-queued record holds until it leaves.
+struct Permits {
+    records: OwnedSemaphorePermit,
+    bytes: OwnedSemaphorePermit,
+}
+
+/// How a record is held while the core has it.
+enum Hold {
+    Memory(Permits),
+    Spool(u64),
+}
+
+/// A record in the core.
+struct Held {
+    record: SinkRecord,
+    accepted_at_ms: u64,
+    hold: Hold,
+}
+
+enum Intake {
+    Memory {
+        tx: mpsc::UnboundedSender<Held>,
+        records: Arc<Semaphore>,
+        bytes: Arc<Semaphore>,
+    },
+    Spool(Arc<Spool>),
+}
+
+/// The sink a destination sends through; replaced when its credentials
+/// change.
+pub(crate) type SharedSink = Arc<ArcSwap<Arc<dyn Sink>>>;
 
 /// The ingress side of one destination.
 pub struct DestinationQueue {
-    tx: mpsc::UnboundedSender<Queued>,
-    records: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
+    intake: Intake,
     max_record_bytes: usize,
     records_in: Counter,
+    storage_errors: Counter,
 }
 
 impl std::fmt::Debug for DestinationQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DestinationQueue")
-            .field("free_records", &self.records.available_permits())
-            .field("free_bytes", &self.bytes.available_permits())
-            .finish()
+        f.debug_struct("DestinationQueue").finish_non_exhaustive()
     }
 }
 
@@ -81,27 +131,79 @@ fn record_size(r: &SinkRecord) -> usize {
 }
 
 impl DestinationQueue {
-    /// Queues a record if there is room now (UDP, HTTP).
-    pub fn try_submit(&self, record: SinkRecord) -> Result<(), SubmitError> {
+    /// Accepts a record if there is room now (UDP, HTTP).
+    pub fn try_submit(&self, record: SinkRecord) -> Result<Accepted, SubmitError> {
         let size = self.check_size(&record)?;
-        let records = map_try(Arc::clone(&self.records).try_acquire_owned())?;
-        let bytes = map_try(Arc::clone(&self.bytes).try_acquire_many_owned(size))?;
-        self.send(record, records, bytes)
+        match &self.intake {
+            Intake::Memory { tx, records, bytes } => {
+                let permits = Permits {
+                    records: map_try(Arc::clone(records).try_acquire_owned())?,
+                    bytes: map_try(Arc::clone(bytes).try_acquire_many_owned(size))?,
+                };
+                self.send_memory(tx, record, permits)?;
+                Ok(Accepted::Now)
+            }
+            Intake::Spool(spool) => self.append(spool, record),
+        }
     }
 
-    /// Queues a record, waiting for room (TCP: the connection stops being
-    /// read while the queue is full).
+    /// Accepts a record, waiting for room (TCP: the connection is not read
+    /// while the destination is full), and for its commit.
     pub async fn submit(&self, record: SinkRecord) -> Result<(), SubmitError> {
         let size = self.check_size(&record)?;
-        let records = Arc::clone(&self.records)
-            .acquire_owned()
-            .await
-            .map_err(|_| SubmitError::Closed)?;
-        let bytes = Arc::clone(&self.bytes)
-            .acquire_many_owned(size)
-            .await
-            .map_err(|_| SubmitError::Closed)?;
-        self.send(record, records, bytes)
+        match &self.intake {
+            Intake::Memory { tx, records, bytes } => {
+                let permits = Permits {
+                    records: Arc::clone(records)
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| SubmitError::Closed)?,
+                    bytes: Arc::clone(bytes)
+                        .acquire_many_owned(size)
+                        .await
+                        .map_err(|_| SubmitError::Closed)?,
+                };
+                self.send_memory(tx, record, permits)
+            }
+            Intake::Spool(spool) => loop {
+                match self.append(spool, record.clone()) {
+                    Ok(accepted) => return accepted.committed().await,
+                    // The disk budget frees up as the sink catches up.
+                    Err(SubmitError::Full) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(e) => return Err(e),
+                }
+            },
+        }
+    }
+
+    fn append(&self, spool: &Arc<Spool>, record: SinkRecord) -> Result<Accepted, SubmitError> {
+        let commit = spool
+            .append(record.partition_key, record.data, now_ms())
+            .map_err(|e| self.spool_error(&e))?;
+        self.records_in.inc();
+        let errors = self.storage_errors.clone();
+        Ok(Accepted::Commit(Box::pin(async move {
+            commit.await.map(drop).map_err(|e| {
+                errors.inc();
+                tracing::error!(error = %e, "spool commit failed: the record was not acknowledged");
+                match e {
+                    SpoolError::Closed => SubmitError::Closed,
+                    _ => SubmitError::Storage,
+                }
+            })
+        })))
+    }
+
+    fn spool_error(&self, e: &SpoolError) -> SubmitError {
+        match e {
+            SpoolError::Full { .. } => SubmitError::Full,
+            SpoolError::Closed => SubmitError::Closed,
+            other => {
+                self.storage_errors.inc();
+                tracing::error!(error = %other, "spool append failed");
+                SubmitError::Storage
+            }
+        }
     }
 
     fn check_size(&self, record: &SinkRecord) -> Result<u32, SubmitError> {
@@ -115,21 +217,18 @@ impl DestinationQueue {
         u32::try_from(size).map_err(|_| SubmitError::TooLarge)
     }
 
-    fn send(
+    fn send_memory(
         &self,
+        tx: &mpsc::UnboundedSender<Held>,
         record: SinkRecord,
-        records: OwnedSemaphorePermit,
-        bytes: OwnedSemaphorePermit,
+        permits: Permits,
     ) -> Result<(), SubmitError> {
-        self.tx
-            .send(Queued {
-                record,
-                attempts: 0,
-                accepted_at: Instant::now(),
-                records_permit: records,
-                bytes_permit: bytes,
-            })
-            .map_err(|_| SubmitError::Closed)?;
+        tx.send(Held {
+            record,
+            accepted_at_ms: now_ms(),
+            hold: Hold::Memory(permits),
+        })
+        .map_err(|_| SubmitError::Closed)?;
         self.records_in.inc();
         Ok(())
     }
@@ -144,18 +243,21 @@ fn map_try(
     })
 }
 
-/// Handles the worker updates as it delivers.
+/// Metric handles the worker updates, resolved once.
 struct WorkerMetrics {
     delivered: Counter,
-    failed: Counter,
-    batches_ok: Counter,
-    batches_partial: Counter,
-    batches_failed: Counter,
+    dead_lettered: Counter,
+    batches: [Counter; 3],
     batch_records: Histogram,
     request_seconds: Histogram,
     delivery_seconds: Histogram,
     queue_records: Gauge,
     queue_bytes: Gauge,
+    window: Gauge,
+    spool_bytes: Gauge,
+    spool_records: Gauge,
+    spool_segments: Gauge,
+    spool_oldest_seconds: Gauge,
     metrics: Arc<Metrics>,
     sink: &'static str,
     destination: String,
@@ -175,244 +277,303 @@ impl WorkerMetrics {
         };
         Self {
             delivered: member(&metrics.funnel_records_out, &result("delivered")),
-            failed: member(&metrics.funnel_records_out, &result("failed")),
-            batches_ok: member(&metrics.funnel_batches, &result("ok")),
-            batches_partial: member(&metrics.funnel_batches, &result("partial")),
-            batches_failed: member(&metrics.funnel_batches, &result("failed")),
+            dead_lettered: member(&metrics.funnel_records_out, &result("dead_lettered")),
+            batches: [
+                member(&metrics.funnel_batches, &result("ok")),
+                member(&metrics.funnel_batches, &result("partial")),
+                member(&metrics.funnel_batches, &result("failed")),
+            ],
             batch_records: member(&metrics.funnel_batch_records, &kind),
             request_seconds: member(&metrics.funnel_request_seconds, &kind),
             delivery_seconds: member(&metrics.funnel_delivery_seconds, &kind),
             queue_records: member(&metrics.funnel_queue_records, &labels),
             queue_bytes: member(&metrics.funnel_queue_bytes, &labels),
+            window: member(&metrics.funnel_window, &labels),
+            spool_bytes: member(&metrics.spool_bytes, &labels),
+            spool_records: member(&metrics.spool_records, &labels),
+            spool_segments: member(&metrics.spool_segments, &labels),
+            spool_oldest_seconds: member(&metrics.spool_oldest_unsent_seconds, &labels),
             metrics: Arc::clone(metrics),
             sink,
             destination: destination.to_owned(),
         }
     }
 
-    fn retry(&self, code: &str) {
-        // Error codes come from the sink; keep the label set small and known.
-        let reason = match code {
-            "ProvisionedThroughputExceededException" => "throughput_exceeded",
-            "InternalFailure" => "internal_failure",
-            "timeout" => "timeout",
-            "connect" => "connect",
-            c if c.starts_with("http_5") => "http_5xx",
-            _ => "other",
-        };
+    fn labels(&self, result: &'static str) -> SinkResultLabels {
+        SinkResultLabels {
+            sink: self.sink,
+            destination: self.destination.clone(),
+            result,
+        }
+    }
+
+    fn retried(&self, label: &'static str, records: usize) {
         self.metrics
             .funnel_retries
-            .get_or_create(&SinkResultLabels {
-                sink: self.sink,
-                destination: self.destination.clone(),
-                result: reason,
-            })
+            .get_or_create(&self.labels(label))
+            .inc_by(records as u64);
+    }
+
+    fn dead(&self, reason: &'static str) {
+        self.dead_lettered.inc();
+        self.metrics
+            .funnel_dead_letters
+            .get_or_create(&self.labels(reason))
             .inc();
     }
 }
 
+/// What the worker of one destination needs, from [`super::Funnel`].
+pub(crate) struct DestinationSetup<'a> {
+    pub key: &'a DestinationKey,
+    pub sink: SharedSink,
+    pub spool: Option<Arc<Spool>>,
+    pub dead_letters: Arc<DeadLetterStore>,
+    pub settings: &'a FunnelSettings,
+    pub metrics: &'a Arc<Metrics>,
+}
+
 /// Starts the worker of one destination and returns its queue.
 pub(crate) fn spawn_destination(
-    sink: Arc<dyn Sink>,
-    destination_label: &str,
-    settings: &FunnelSettings,
-    metrics: &Arc<Metrics>,
+    setup: DestinationSetup<'_>,
     shutdown: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Arc<DestinationQueue> {
-    let limits = sink.limits();
-    let (tx, rx) = mpsc::unbounded_channel();
-    // The byte budget must fit at least one maximal record.
-    let byte_budget = settings.queue_bytes.max(limits.max_record_bytes);
-    let records = Arc::new(Semaphore::new(settings.queue_records));
-    let bytes = Arc::new(Semaphore::new(byte_budget));
-    let wm = WorkerMetrics::new(metrics, sink.kind(), destination_label);
+    let DestinationSetup {
+        key,
+        sink,
+        spool,
+        dead_letters,
+        settings,
+        metrics,
+    } = setup;
+    let current = sink.load_full();
+    let limits = current.limits();
+    let kind = current.kind();
+    let label = key.destination.resource_url.as_str();
+    // The byte window must fit at least one maximal record.
+    let byte_window = settings.queue_bytes.max(limits.max_record_bytes);
+    let (intake, source) = match spool {
+        Some(spool) => {
+            let reader = spool.reader();
+            let committed = spool.committed();
+            (
+                Intake::Spool(Arc::clone(&spool)),
+                Source::Spool {
+                    spool,
+                    reader,
+                    committed,
+                },
+            )
+        }
+        None => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (
+                Intake::Memory {
+                    tx,
+                    records: Arc::new(Semaphore::new(settings.queue_records)),
+                    bytes: Arc::new(Semaphore::new(byte_window)),
+                },
+                Source::Memory { rx, open: true },
+            )
+        }
+    };
+    let labels = SinkLabels {
+        sink: kind,
+        destination: label.to_owned(),
+    };
     let queue = Arc::new(DestinationQueue {
-        tx,
-        records: Arc::clone(&records),
-        bytes: Arc::clone(&bytes),
+        intake,
         max_record_bytes: limits.max_record_bytes,
-        records_in: member(
-            &metrics.funnel_records_in,
-            &SinkLabels {
-                sink: sink.kind(),
-                destination: destination_label.to_owned(),
+        records_in: member(&metrics.funnel_records_in, &labels),
+        storage_errors: member(
+            &metrics.funnel_dropped,
+            &ReasonLabels {
+                reason: "spool_error",
             },
         ),
     });
-    let worker = Worker {
-        sink,
-        rx,
-        batcher: Batcher::new(limits, Duration::from_millis(settings.linger_ms)),
-        retries: BTreeMap::new(),
-        retry_seq: 0,
-        in_flight: FuturesUnordered::new(),
-        max_in_flight: settings.max_in_flight,
-        policy: RetryPolicy {
-            max_attempts: settings.max_attempts,
+    let config = CoreConfig {
+        limits,
+        linger: Duration::from_millis(settings.linger_ms),
+        max_in_flight: settings.max_in_flight.max(1),
+        retry: RetryPolicy {
+            max_attempts: settings.max_attempts.max(1),
             base: Duration::from_millis(settings.retry_base_ms),
             cap: Duration::from_millis(settings.retry_max_ms),
         },
+        max_record_age: Duration::from_secs(settings.max_record_age_secs),
+    };
+    let worker = Worker {
+        core: DestinationCore::new(config, rand::random()),
+        source,
+        sink,
+        in_flight: FuturesUnordered::new(),
+        window_records: settings.queue_records.max(1),
+        window_bytes: byte_window,
         grace: Duration::from_millis(settings.shutdown_grace_ms),
-        metrics: wm,
-        records_total: settings.queue_records,
-        bytes_total: byte_budget,
-        records,
-        bytes,
+        dead_letters,
+        key: key.clone(),
+        metrics: WorkerMetrics::new(metrics, kind, label),
     };
     tasks.spawn(worker.run(shutdown));
     queue
 }
 
-type InFlight = (Vec<Queued>, BatchOutcome);
-
-/// Permits of records leaving the queue, given back together: every
-/// semaphore release takes its lock, once per record was measurable at a few
-/// hundred thousand records/s.
-#[derive(Default)]
-struct Released(Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>);
-
-impl Released {
-    fn add(&mut self, q: Queued) {
-        let Queued {
-            records_permit,
-            bytes_permit,
-            ..
-        } = q;
-        match &mut self.0 {
-            Some((r, b)) => {
-                r.merge(records_permit);
-                b.merge(bytes_permit);
-            }
-            None => self.0 = Some((records_permit, bytes_permit)),
-        }
-    }
+enum Source {
+    Memory {
+        rx: mpsc::UnboundedReceiver<Held>,
+        open: bool,
+    },
+    Spool {
+        spool: Arc<Spool>,
+        reader: SpoolReader,
+        committed: watch::Receiver<u64>,
+    },
 }
 
+type InFlight = (Batch<Held>, BatchOutcome);
+
 struct Worker {
-    sink: Arc<dyn Sink>,
-    rx: mpsc::UnboundedReceiver<Queued>,
-    batcher: Batcher<Queued>,
-    retries: BTreeMap<(Instant, u64), Queued>,
-    retry_seq: u64,
+    core: DestinationCore<Held>,
+    source: Source,
+    sink: SharedSink,
     /// Sink requests in flight, polled by this task itself: spawning each
     /// one made every batch wait for the scheduler twice, behind busy UDP
     /// workers, and capped delivery at ~100k records/s (perf, bench).
     in_flight: FuturesUnordered<Pin<Box<dyn Future<Output = InFlight> + Send>>>,
-    max_in_flight: usize,
-    policy: RetryPolicy,
+    /// Memory window: records and bytes the core may hold.
+    window_records: usize,
+    window_bytes: usize,
     grace: Duration,
+    dead_letters: Arc<DeadLetterStore>,
+    key: DestinationKey,
     metrics: WorkerMetrics,
-    records_total: usize,
-    bytes_total: usize,
-    records: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
+}
+
+/// Converts a wall-clock acceptance time into the core's clock.
+fn accepted_instant(accepted_at_ms: u64, now: Instant, now_wall_ms: u64) -> Instant {
+    let age = Duration::from_millis(now_wall_ms.saturating_sub(accepted_at_ms));
+    now.checked_sub(age).unwrap_or(now)
 }
 
 impl Worker {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut give_up_at: Option<Instant> = None;
-        let mut rx_open = true;
         loop {
             let now = Instant::now();
-            self.release_due_retries(now, give_up_at.is_some());
-            // Shutting down, or retired (its destination or credentials
-            // changed, so no new record can arrive): send what is left now.
-            if give_up_at.is_some() || !rx_open {
-                self.batcher.flush();
-            } else {
-                self.batcher.poll(now);
+            if give_up_at.is_none() {
+                self.read_spool(now);
             }
-            self.dispatch();
+            self.dispatch(now);
+            self.settle();
             self.update_gauges();
 
-            let idle =
-                self.batcher.is_empty() && self.retries.is_empty() && self.in_flight.is_empty();
-            if idle && !rx_open {
+            let source_done = match &self.source {
+                Source::Memory { open, .. } => !*open,
+                Source::Spool { .. } => give_up_at.is_some(),
+            };
+            if source_done && self.core.is_idle() {
+                self.finish();
                 return;
             }
-            if let Some(deadline) = give_up_at {
-                if now >= deadline {
-                    self.abandon_at_shutdown();
-                    return;
-                }
+            if give_up_at.is_some_and(|t| now >= t) {
+                self.abandon();
+                return;
             }
-            let wake = [
-                self.batcher.deadline(),
-                self.retries.keys().next().map(|k| k.0),
-                give_up_at,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-
+            let wake = [self.core.poll_timeout(), give_up_at]
+                .into_iter()
+                .flatten()
+                .min();
+            let room = self.has_room();
             tokio::select! {
                 Some((batch, outcome)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    self.complete(batch, &outcome);
+                    self.core.on_outcome(Instant::now(), batch, &outcome);
                 }
-                got = self.rx.recv(), if rx_open => match got {
-                    Some(first) => {
-                        self.accept(first);
-                        // Drain what is already there without going back
-                        // through select for each record.
-                        for _ in 0..1024 {
-                            match self.rx.try_recv() {
-                                Ok(q) => self.accept(q),
-                                Err(_) => break,
-                            }
+                input = next_input(&mut self.source), if room && give_up_at.is_none() => {
+                    if let Input::Records(batch) = input {
+                        let now = Instant::now();
+                        let wall = now_ms();
+                        for held in batch {
+                            self.push(held, now, wall);
                         }
                     }
-                    None => rx_open = false,
-                },
+                }
                 () = sleep_until_opt(wake) => {}
                 changed = shutdown.changed(), if give_up_at.is_none() => {
                     if changed.is_err() || *shutdown.borrow() {
                         give_up_at = Some(Instant::now() + self.grace);
-                        // Ingress has stopped; take what is queued and finish.
-                        self.rx.close();
+                        self.core.close();
+                        if let Source::Memory { rx, .. } = &mut self.source {
+                            // Ingress has stopped; take what is queued and finish.
+                            rx.close();
+                        }
                     }
                 }
             }
         }
     }
 
-    fn accept(&mut self, q: Queued) {
-        let size = record_size(&q.record);
-        if let Err(e) = self.batcher.push(q, size, Instant::now()) {
-            // Checked at submit; only a sink whose limits changed gets here.
-            self.metrics.failed.inc();
-            self.metrics.metrics.funnel_drop("too_large");
-            tracing::warn!(
-                size = e.size,
-                limit = e.limit,
-                "funnel record too large for sink"
-            );
-        }
+    fn push(&mut self, held: Held, now: Instant, wall: u64) {
+        let size = record_size(&held.record);
+        let accepted = accepted_instant(held.accepted_at_ms, now, wall);
+        self.core.push(held, size, accepted, now);
     }
 
-    fn release_due_retries(&mut self, now: Instant, closing: bool) {
-        while let Some(entry) = self.retries.first_entry() {
-            if entry.key().0 > now && !closing {
-                break;
-            }
-            let q = entry.remove();
-            self.accept(q);
-        }
+    fn has_room(&self) -> bool {
+        let (records, bytes) = self.core.held();
+        records < self.window_records && bytes < self.window_bytes
     }
 
-    fn dispatch(&mut self) {
-        while self.in_flight.len() < self.max_in_flight {
-            let Some(mut batch) = self.batcher.pop_ready() else {
-                break;
+    /// Loads spooled records while the memory window has room.
+    fn read_spool(&mut self, now: Instant) {
+        if !matches!(self.source, Source::Spool { .. }) {
+            return;
+        }
+        let wall = now_ms();
+        while self.has_room() {
+            let Source::Spool {
+                reader, committed, ..
+            } = &mut self.source
+            else {
+                return;
             };
-            for q in &mut batch {
-                q.attempts += 1;
+            // Seen before reading: a commit after this wakes the select.
+            committed.borrow_and_update();
+            match reader.next() {
+                Ok(Some(r)) => {
+                    let held = Held {
+                        record: SinkRecord {
+                            partition_key: r.partition_key,
+                            data: r.data,
+                        },
+                        accepted_at_ms: r.accepted_at_ms,
+                        hold: Hold::Spool(r.seq),
+                    };
+                    self.push(held, now, wall);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(destination = %self.metrics.destination, error = %e, "reading the spool failed");
+                    return;
+                }
             }
-            let sink = Arc::clone(&self.sink);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant) {
+        while let Some(batch) = self.core.poll_batch(now) {
+            let sink = self.sink.load_full();
             let request_seconds = self.metrics.request_seconds.clone();
-            self.metrics.batch_records.observe(batch.len() as f64);
+            self.metrics
+                .batch_records
+                .observe(batch.entries.len() as f64);
             self.in_flight.push(Box::pin(async move {
-                let records: Vec<SinkRecord> = batch.iter().map(|q| q.record.clone()).collect();
+                let records: Vec<SinkRecord> = batch
+                    .entries
+                    .iter()
+                    .map(|e| e.item.record.clone())
+                    .collect();
                 let started = Instant::now();
                 let outcome = sink.put_batch(&records).await;
                 request_seconds.observe(started.elapsed().as_secs_f64());
@@ -421,90 +582,209 @@ impl Worker {
         }
     }
 
-    fn complete(&mut self, batch: Vec<Queued>, outcome: &BatchOutcome) {
+    /// Acts on what the core decided: acknowledgements, dead letters,
+    /// counters.
+    fn settle(&mut self) {
         let now = Instant::now();
-        let mut delivered = 0usize;
-        let mut retried = 0usize;
-        let mut failed: Vec<String> = Vec::new();
-        let mut rng = rand::thread_rng();
-        let mut released = Released::default();
-        for (i, q) in batch.into_iter().enumerate() {
-            let result = outcome.record(i);
-            match self.policy.decide(q.attempts, &result, rng.gen::<f64>()) {
-                Decision::Delivered => {
-                    delivered += 1;
+        let mut done: Vec<Entry<Held>> = Vec::new();
+        let mut dead: Vec<(Entry<Held>, DeadReason)> = Vec::new();
+        while let Some(ev) = self.core.poll_event() {
+            match ev {
+                Event::Delivered(e) => {
                     self.metrics
                         .delivery_seconds
-                        .observe(now.duration_since(q.accepted_at).as_secs_f64());
-                    released.add(q);
+                        .observe(now.saturating_duration_since(e.accepted_at).as_secs_f64());
+                    done.push(e);
                 }
-                Decision::RetryAfter(delay) => {
-                    if let crate::sinks::RecordOutcome::Retryable(code) = &result {
-                        self.metrics.retry(code);
-                    }
-                    self.retry_seq += 1;
-                    retried += 1;
-                    self.retries.insert((now + delay, self.retry_seq), q);
-                }
-                Decision::GiveUp(reason) => {
-                    if failed.len() < 3 {
-                        failed.push(reason);
-                    } else if failed.len() == 3 {
-                        failed.push("…".to_owned());
-                    }
-                    self.metrics.failed.inc();
-                    released.add(q);
+                Event::DeadLetter(e, why) => dead.push((e, why)),
+                Event::Retried { label, records } => self.metrics.retried(label, records),
+                Event::BatchDone(r) => {
+                    let i = match r {
+                        BatchResult::Ok => 0,
+                        BatchResult::Partial => 1,
+                        BatchResult::Failed => 2,
+                    };
+                    self.metrics.batches[i].inc();
                 }
             }
         }
-        self.metrics.delivered.inc_by(delivered as u64);
-        match outcome {
-            BatchOutcome::PerRecord(_) if failed.is_empty() && retried == 0 => {
-                self.metrics.batches_ok.inc();
-            }
-            BatchOutcome::PerRecord(_) => {
-                self.metrics.batches_partial.inc();
-            }
-            BatchOutcome::Failed(e) => {
-                self.metrics.batches_failed.inc();
-                tracing::debug!(destination = %self.metrics.destination, error = %e, "funnel batch failed");
-            }
+        self.metrics.delivered.inc_by(done.len() as u64);
+        if !dead.is_empty() {
+            self.dead_letter(&dead);
+            done.extend(dead.into_iter().map(|(e, _)| e));
         }
-        if !failed.is_empty() {
-            tracing::warn!(
-                destination = %self.metrics.destination,
-                sink = self.metrics.sink,
-                reasons = ?failed,
-                "funnel records failed for good"
-            );
-        }
+        self.release(done);
     }
 
-    fn abandon_at_shutdown(&mut self) {
-        // Every record still holding a permit (batched, waiting to retry or
-        // in flight) is about to be lost; count before the tasks are dropped.
-        let lost = self.records_total - self.records.available_permits();
-        // Dropping the futures cancels the requests.
-        self.in_flight.clear();
-        if lost > 0 {
+    fn dead_letter(&self, dead: &[(Entry<Held>, DeadReason)]) {
+        let time = now_ms();
+        let letters: Vec<DeadLetter> = dead
+            .iter()
+            .map(|(e, why)| DeadLetter {
+                time,
+                accepted_at: e.item.accepted_at_ms,
+                destination: self.key.destination.clone(),
+                credentials_id: self.key.credentials_id.to_string(),
+                partition_key: e.item.record.partition_key.to_string(),
+                data: DeadLetter::encode_data(&e.item.record.data),
+                reason: why.label().to_owned(),
+                detail: why.to_string(),
+                attempts: e.attempts,
+            })
+            .collect();
+        for (_, why) in dead {
+            self.metrics.dead(why.label());
+        }
+        // Written (and fsynced) before the spool forgets the records. If it
+        // cannot be written the records are still released: they are
+        // counted as dropped, with the error logged.
+        if let Err(e) = self.dead_letters.append(&self.key.id(), &letters) {
+            tracing::error!(destination = %self.metrics.destination, error = %e, records = letters.len(), "cannot write dead letters: records dropped");
             self.metrics
                 .metrics
                 .funnel_dropped
-                .get_or_create(&crate::metrics::ReasonLabels { reason: "shutdown" })
-                .inc_by(lost as u64);
-            tracing::error!(
+                .get_or_create(&ReasonLabels {
+                    reason: "dead_letter_write_failed",
+                })
+                .inc_by(letters.len() as u64);
+        } else {
+            tracing::warn!(
                 destination = %self.metrics.destination,
-                records = lost,
-                "shutdown grace period over: records still queued were not delivered"
+                records = letters.len(),
+                reason = %dead[0].1,
+                "funnel records dead-lettered"
             );
         }
     }
 
+    /// Records that left the core for good: spool acks, memory permits.
+    fn release(&self, done: Vec<Entry<Held>>) {
+        if done.is_empty() {
+            return;
+        }
+        let mut seqs = Vec::new();
+        let mut merged: Option<Permits> = None;
+        for e in done {
+            match e.item.hold {
+                Hold::Spool(seq) => seqs.push(seq),
+                // Every semaphore release takes its lock: give the permits
+                // back once per batch, not per record.
+                Hold::Memory(p) => match &mut merged {
+                    Some(m) => {
+                        m.records.merge(p.records);
+                        m.bytes.merge(p.bytes);
+                    }
+                    None => merged = Some(p),
+                },
+            }
+        }
+        if let Source::Spool { spool, .. } = &self.source {
+            spool.ack_many(&seqs);
+        }
+        drop(merged);
+    }
+
+    fn finish(&mut self) {
+        self.update_gauges();
+        if let Source::Spool { spool, .. } = &self.source {
+            spool.close();
+        }
+    }
+
+    fn abandon(&mut self) {
+        // Dropping the futures cancels the requests.
+        let in_flight = std::mem::take(&mut self.in_flight);
+        let cancelled = in_flight.len();
+        drop(in_flight);
+        let rest = self.core.abandon();
+        match &self.source {
+            Source::Spool { spool, .. } => {
+                // Still in the spool, unacknowledged: sent after the restart.
+                tracing::info!(
+                    destination = %self.metrics.destination,
+                    records = rest.len(),
+                    requests_cancelled = cancelled,
+                    "shutdown: undelivered records stay in the spool"
+                );
+                spool.close();
+            }
+            Source::Memory { .. } => {
+                let (held, _) = self.core.held();
+                let lost = rest.len() + held;
+                if lost > 0 {
+                    self.metrics
+                        .metrics
+                        .funnel_dropped
+                        .get_or_create(&ReasonLabels { reason: "shutdown" })
+                        .inc_by(lost as u64);
+                    tracing::error!(
+                        destination = %self.metrics.destination,
+                        records = lost,
+                        "shutdown grace period over: records in the memory queue were not delivered"
+                    );
+                }
+            }
+        }
+        self.update_gauges();
+    }
+
     fn update_gauges(&self) {
-        let records = self.records_total - self.records.available_permits();
-        let bytes = self.bytes_total - self.bytes.available_permits();
-        self.metrics.queue_records.set(records as i64);
-        self.metrics.queue_bytes.set(bytes as i64);
+        let (records, bytes) = self.core.held();
+        let m = &self.metrics;
+        m.queue_records.set(records as i64);
+        m.queue_bytes.set(bytes as i64);
+        m.window.set(self.core.window() as i64);
+        if let Source::Spool { spool, .. } = &self.source {
+            let s = spool.stats();
+            m.spool_bytes
+                .set(i64::try_from(s.bytes).unwrap_or(i64::MAX));
+            m.spool_records
+                .set(i64::try_from(s.records).unwrap_or(i64::MAX));
+            m.spool_segments
+                .set(i64::try_from(s.segments).unwrap_or(i64::MAX));
+            let oldest = s
+                .oldest_unacked_ms
+                .map_or(0, |t| now_ms().saturating_sub(t) / 1000);
+            m.spool_oldest_seconds
+                .set(i64::try_from(oldest).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// What woke the worker on its intake side.
+enum Input {
+    /// Memory intake: records, taken together without going back through
+    /// `select!` for each.
+    Records(Vec<Held>),
+    /// Spool intake: new records were committed; read them.
+    Committed,
+}
+
+async fn next_input(source: &mut Source) -> Input {
+    match source {
+        Source::Memory { rx, open } => {
+            if !*open {
+                return std::future::pending().await;
+            }
+            let Some(first) = rx.recv().await else {
+                *open = false;
+                return Input::Records(Vec::new());
+            };
+            let mut batch = vec![first];
+            while batch.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(h) => batch.push(h),
+                    Err(_) => break,
+                }
+            }
+            Input::Records(batch)
+        }
+        Source::Spool { committed, .. } => {
+            if committed.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            Input::Committed
+        }
     }
 }
 

@@ -1,25 +1,38 @@
 //! SORACOM Funnel: wraps each device message in the envelope and delivers it
 //! in batches to the group's cloud destination.
 
+pub mod dead_letter_api;
 pub mod delivery;
 pub mod envelope;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use simgate_control::config::FunnelSettings;
+use arc_swap::ArcSwap;
+use simgate_control::config::{Durability, FunnelSettings};
 use simgate_control::{
     Credential, CredentialId, Destination, FunnelConfig, FunnelContentType, Identity, Snapshot,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::dead_letters::{DeadLetter, DeadLetterStore};
 use crate::metrics::Metrics;
 use crate::sinks::factory::SinkFactory;
-use crate::sinks::SinkRecord;
+use crate::sinks::{Sink, SinkRecord};
+use crate::spool::{Spool, SpoolError, SpoolOptions};
+use delivery::SharedSink;
 
-pub use delivery::{DestinationQueue, SubmitError};
+pub use delivery::{Accepted, DestinationQueue, SubmitError};
+
+/// What a dead-letter replay did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayReport {
+    pub replayed: usize,
+    pub failed: usize,
+}
 pub use envelope::{EnvelopeError, EnvelopeMeta, PayloadEncoding, SourceProtocol};
 
 /// What Funnel tells the device.
@@ -36,6 +49,8 @@ pub enum FunnelReply {
     /// logged, not shown to the device.
     Unavailable,
     ShuttingDown,
+    /// The spool could not store the record (disk error): not acknowledged.
+    StorageFailed,
 }
 
 impl FunnelReply {
@@ -48,6 +63,7 @@ impl FunnelReply {
             Self::Disabled => "funnel_disabled",
             Self::Unavailable => "destination_unavailable",
             Self::ShuttingDown => "shutting_down",
+            Self::StorageFailed => "spool_error",
         }
     }
 }
@@ -58,19 +74,47 @@ impl From<SubmitError> for FunnelReply {
             SubmitError::Full => Self::Busy,
             SubmitError::TooLarge => Self::TooLarge,
             SubmitError::Closed => Self::ShuttingDown,
+            SubmitError::Storage => Self::StorageFailed,
         }
     }
 }
 
+/// A destination and the credentials it is sent with: what a queue, a
+/// spool and a dead-letter file belong to. Changed credential *contents*
+/// keep the key (the queue's sink is replaced); another credentials id is
+/// another queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationKey {
+    pub destination: Destination,
+    pub credentials_id: CredentialId,
+}
+
+impl DestinationKey {
+    /// A stable name for files: the first 16 bytes of the SHA-256 of the
+    /// key's JSON, in hex.
+    pub fn id(&self) -> String {
+        use sha2::Digest as _;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(&sha2::Sha256::digest(&json)[..16])
+    }
+}
+
+/// The file in a spool directory that says whose spool it is, so that
+/// records spooled before a restart are delivered without waiting for the
+/// next message to that destination.
+const SPOOL_OWNER_FILE: &str = "destination.json";
+
 /// Destination queues, looked up by destination without cloning it.
 type Queues = HashMap<Destination, Vec<QueueEntry>>;
 
-/// One destination queue and the credentials its sink was built with. When
-/// the credentials are changed (a new `Arc` in the snapshot) a new sink and
-/// queue take over; the old worker delivers what it holds and ends.
+/// One destination queue and the credential its sink was built with. When
+/// the credential is changed (a new `Arc` in the snapshot) the sink is
+/// rebuilt and swapped: records already queued go out with the new one.
 struct QueueEntry {
     credentials_id: CredentialId,
     credential: Option<Arc<Credential>>,
+    sink: SharedSink,
     queue: Arc<DestinationQueue>,
 }
 
@@ -83,6 +127,9 @@ pub struct Funnel {
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
     workers: Mutex<JoinSet<()>>,
+    /// `{data_dir}/spool`, when durability is `spool`.
+    spool_dir: Option<PathBuf>,
+    pub dead_letters: Arc<DeadLetterStore>,
     /// When each unusable destination was last logged: every message to it
     /// is refused and counted, but logged at most once a minute.
     unusable_logged: Mutex<HashMap<Destination, Instant>>,
@@ -103,13 +150,26 @@ pub struct Prepared {
     pub record: SinkRecord,
 }
 
+/// Why Funnel could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FunnelError {
+    #[error("cannot read spool directory {path}: {source}")]
+    SpoolDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 impl Funnel {
+    /// A Funnel keeping spools and dead letters under `data_dir`.
     pub fn new(
         factory: Arc<dyn SinkFactory>,
         settings: FunnelSettings,
+        data_dir: &Path,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let spool_dir = (settings.durability == Durability::Spool).then(|| data_dir.join("spool"));
         Self {
             queues: RwLock::new(HashMap::new()),
             factory,
@@ -117,8 +177,51 @@ impl Funnel {
             metrics,
             shutdown,
             workers: Mutex::new(JoinSet::new()),
+            spool_dir,
+            dead_letters: Arc::new(DeadLetterStore::new(data_dir.join("dead-letters"))),
             unusable_logged: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Starts a worker for every spool left by an earlier run, so what was
+    /// acknowledged then is delivered now. A spool whose destination cannot
+    /// be built (its credentials are gone) stays on disk, logged.
+    pub fn recover(&self, snapshot: &Snapshot) -> Result<usize, FunnelError> {
+        let Some(dir) = &self.spool_dir else {
+            return Ok(0);
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => {
+                return Err(FunnelError::SpoolDir {
+                    path: dir.clone(),
+                    source,
+                })
+            }
+        };
+        let mut started = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let owner = entry.path().join(SPOOL_OWNER_FILE);
+            let key: DestinationKey = match std::fs::read(&owner)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                Some(k) => k,
+                None => {
+                    tracing::warn!(path = %entry.path().display(), "spool directory without a readable destination.json: left alone");
+                    continue;
+                }
+            };
+            match self.queue_for(&key, snapshot) {
+                Ok(_) => started += 1,
+                Err(_) => tracing::error!(
+                    destination = %key.destination.resource_url,
+                    "spooled records cannot be delivered yet: the destination is unusable (they stay in the spool)"
+                ),
+            }
+        }
+        Ok(started)
     }
 
     /// Encodes the envelope and finds the destination queue.
@@ -172,31 +275,136 @@ impl Funnel {
     ) -> Result<Arc<DestinationQueue>, FunnelReply> {
         let credential = snapshot.credentials.get(&config.credentials_id);
         let find = |queues: &Queues| {
-            queues
-                .get(&config.destination)
-                .and_then(|v| {
-                    v.iter().find(|e| {
-                        e.credentials_id == config.credentials_id
-                            && match (&e.credential, credential) {
-                                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                                (None, None) => true,
-                                _ => false,
-                            }
+            queues.get(&config.destination).and_then(|v| {
+                v.iter()
+                    .find(|e| e.credentials_id == config.credentials_id)
+                    .map(|e| {
+                        let same = match (&e.credential, credential) {
+                            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                            (None, None) => true,
+                            _ => false,
+                        };
+                        (same, Arc::clone(&e.queue))
                     })
-                })
-                .map(|e| Arc::clone(&e.queue))
+            })
         };
-        if let Some(q) = find(&self.queues.read().unwrap_or_else(PoisonError::into_inner)) {
+        if let Some((true, q)) = find(&self.queues.read().unwrap_or_else(PoisonError::into_inner)) {
             return Ok(q);
         }
+        let key = DestinationKey {
+            destination: config.destination.clone(),
+            credentials_id: config.credentials_id.clone(),
+        };
+        self.queue_for(&key, snapshot)
+    }
+
+    /// The queue of `key`, created (or its sink rebuilt for changed
+    /// credentials) under the write lock.
+    fn queue_for(
+        &self,
+        key: &DestinationKey,
+        snapshot: &Snapshot,
+    ) -> Result<Arc<DestinationQueue>, FunnelReply> {
+        let credential = snapshot.credentials.get(&key.credentials_id);
         let mut queues = self.queues.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(q) = find(&queues) {
-            return Ok(q);
+        let entries = queues.entry(key.destination.clone()).or_default();
+        if let Some(e) = entries
+            .iter_mut()
+            .find(|e| e.credentials_id == key.credentials_id)
+        {
+            let same = match (&e.credential, credential) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                let sink = self.build_sink(&key.destination, credential)?;
+                e.sink.store(Arc::new(sink));
+                e.credential = credential.cloned();
+                tracing::info!(destination = %key.destination.resource_url, "funnel credentials changed: queued records use the new ones");
+            }
+            return Ok(Arc::clone(&e.queue));
         }
-        let sink = self
-            .factory
+        let sink: SharedSink = Arc::new(ArcSwap::from_pointee(
+            self.build_sink(&key.destination, credential)?,
+        ));
+        let spool = match &self.spool_dir {
+            Some(dir) => Some(self.open_spool(dir, key).map_err(|e| {
+                tracing::error!(destination = %key.destination.resource_url, error = %e, "cannot open the destination's spool");
+                FunnelReply::Unavailable
+            })?),
+            None => None,
+        };
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        let q = delivery::spawn_destination(
+            delivery::DestinationSetup {
+                key,
+                sink: Arc::clone(&sink),
+                spool,
+                dead_letters: Arc::clone(&self.dead_letters),
+                settings: &self.settings,
+                metrics: &self.metrics,
+            },
+            self.shutdown.clone(),
+            &mut workers,
+        );
+        entries.push(QueueEntry {
+            credentials_id: key.credentials_id.clone(),
+            credential: credential.cloned(),
+            sink,
+            queue: Arc::clone(&q),
+        });
+        Ok(q)
+    }
+
+    fn open_spool(&self, dir: &Path, key: &DestinationKey) -> Result<Arc<Spool>, SpoolError> {
+        let dir = dir.join(key.id());
+        std::fs::create_dir_all(&dir)?;
+        let owner = dir.join(SPOOL_OWNER_FILE);
+        if !owner.exists() {
+            let tmp = dir.join("destination.json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(key).unwrap_or_default())?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &owner)?;
+        }
+        let (spool, report) = Spool::open(
+            &dir,
+            SpoolOptions {
+                max_bytes: self.settings.spool_max_bytes,
+                segment_bytes: self.settings.spool_segment_bytes,
+                when_full: self.settings.spool_when_full,
+            },
+        )?;
+        if report.truncated_bytes > 0 || report.corrupt.is_some() {
+            self.metrics
+                .spool_truncated_bytes
+                .inc_by(report.truncated_bytes);
+            tracing::warn!(
+                destination = %key.destination.resource_url,
+                truncated_bytes = report.truncated_bytes,
+                corrupt = ?report.corrupt,
+                "spool recovered from a torn or corrupt tail"
+            );
+        }
+        if report.unacked_estimate > 0 {
+            tracing::info!(
+                destination = %key.destination.resource_url,
+                records = report.unacked_estimate,
+                segments = report.segments,
+                "spooled records from an earlier run will be delivered"
+            );
+        }
+        Ok(spool)
+    }
+
+    fn build_sink(
+        &self,
+        destination: &Destination,
+        credential: Option<&Arc<Credential>>,
+    ) -> Result<Arc<dyn Sink>, FunnelReply> {
+        self.factory
             .build(
-                &config.destination,
+                destination,
                 credential.map(AsRef::as_ref),
                 Duration::from_millis(self.settings.request_timeout_ms),
             )
@@ -207,36 +415,62 @@ impl Funnel {
                     .unwrap_or_else(PoisonError::into_inner);
                 let now = Instant::now();
                 let due = logged
-                    .get(&config.destination)
+                    .get(destination)
                     .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
                 if due {
-                    logged.insert(config.destination.clone(), now);
+                    logged.insert(destination.clone(), now);
                     tracing::error!(
-                        destination = %config.destination.resource_url,
+                        destination = %destination.resource_url,
                         error = %e,
                         "cannot use Funnel destination (messages to it are refused with 500 and counted)"
                     );
                 }
                 FunnelReply::Unavailable
-            })?;
-        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
-        let q = delivery::spawn_destination(
-            sink,
-            &config.destination.resource_url,
-            &self.settings,
-            &self.metrics,
-            self.shutdown.clone(),
-            &mut workers,
-        );
-        let entries = queues.entry(config.destination.clone()).or_default();
-        // Dropping the old queue's last handle retires its worker.
-        entries.retain(|e| e.credentials_id != config.credentials_id);
-        entries.push(QueueEntry {
-            credentials_id: config.credentials_id.clone(),
-            credential: credential.cloned(),
-            queue: Arc::clone(&q),
-        });
-        Ok(q)
+            })
+    }
+
+    /// Sends dead letters again through their destination's queue; those
+    /// accepted leave the dead-letter store. `filter` picks which.
+    pub async fn replay_dead_letters(
+        &self,
+        snapshot: &Snapshot,
+        mut filter: impl FnMut(&str, &DeadLetter) -> bool,
+    ) -> Result<ReplayReport, crate::dead_letters::DeadLetterError> {
+        let all = self.dead_letters.list()?;
+        let mut replayed = std::collections::HashSet::new();
+        let mut report = ReplayReport::default();
+        for (id, letter) in all {
+            if !filter(&id, &letter) {
+                continue;
+            }
+            let Ok(credentials_id) = letter.credentials_id.parse::<CredentialId>() else {
+                report.failed += 1;
+                continue;
+            };
+            let key = DestinationKey {
+                destination: letter.destination.clone(),
+                credentials_id,
+            };
+            let (Ok(queue), Some(data)) = (self.queue_for(&key, snapshot), letter.data_bytes())
+            else {
+                report.failed += 1;
+                continue;
+            };
+            let record = SinkRecord {
+                partition_key: Arc::from(letter.partition_key.as_str()),
+                data: data.into(),
+            };
+            match queue.submit(record).await {
+                Ok(()) => {
+                    report.replayed += 1;
+                    replayed.insert((id, letter.time, letter.data.clone()));
+                }
+                Err(_) => report.failed += 1,
+            }
+        }
+        self.dead_letters
+            .retain(|id, l| !replayed.contains(&(id.to_owned(), l.time, l.data.clone())))?;
+        Ok(report)
     }
 
     /// Waits until every destination worker has finished (after shutdown

@@ -30,7 +30,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use simgate_control::config::HarvestSettings;
@@ -470,12 +470,7 @@ fn write_batch(
     Ok(results)
 }
 
-/// Milliseconds since the Unix epoch by the system clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use simgate_control::clock::now_ms;
 
 /// Runs [`HarvestStore::sweep_expired`] every `every` (first run at once)
 /// until the task is aborted.

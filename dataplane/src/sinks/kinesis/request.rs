@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::sinks::{BatchOutcome, FailureKind, RecordOutcome, SinkError, SinkRecord};
+use crate::sinks::{BatchOutcome, FailureKind, RecordOutcome, RetryReason, SinkError, SinkRecord};
 
 /// `X-Amz-Target` of PutRecords.
 pub const PUT_RECORDS_TARGET: &str = "Kinesis_20131202.PutRecords";
@@ -133,12 +133,15 @@ struct PutRecordsResultEntry {
     error_message: Option<String>,
 }
 
-/// Record error codes that a later attempt may fix.
-fn record_error_is_retryable(code: &str) -> bool {
-    matches!(
-        code,
-        "ProvisionedThroughputExceededException" | "InternalFailure"
-    )
+/// Record error codes that a later attempt may fix, and their metric label.
+pub fn record_retry_reason(code: &str) -> Option<RetryReason> {
+    match code {
+        "ProvisionedThroughputExceededException" => {
+            Some(RetryReason::throttled("throughput_exceeded"))
+        }
+        "InternalFailure" => Some(RetryReason::transient("internal_failure")),
+        _ => None,
+    }
 }
 
 /// Turns a successful (2xx) PutRecords response body into one outcome per
@@ -180,8 +183,8 @@ pub fn parse_put_records_response(body: &[u8], expected: usize) -> BatchOutcome 
             .into_iter()
             .map(|e| match e.error_code {
                 Some(code) if !code.is_empty() => {
-                    if record_error_is_retryable(&code) {
-                        RecordOutcome::Retryable(code)
+                    if let Some(reason) = record_retry_reason(&code) {
+                        RecordOutcome::Retryable(reason)
                     } else {
                         let message = e.error_message.unwrap_or_default();
                         RecordOutcome::Rejected(truncate(format!("{code}: {message}")))
@@ -496,8 +499,8 @@ mod tests {
             parse_put_records_response(body, 5),
             BatchOutcome::PerRecord(vec![
                 RecordOutcome::Delivered,
-                RecordOutcome::Retryable("ProvisionedThroughputExceededException".into()),
-                RecordOutcome::Retryable("InternalFailure".into()),
+                RecordOutcome::Retryable(RetryReason::throttled("throughput_exceeded")),
+                RecordOutcome::Retryable(RetryReason::transient("internal_failure")),
                 RecordOutcome::Rejected("KMSAccessDeniedException: denied".into()),
                 RecordOutcome::Delivered,
             ])
@@ -510,7 +513,9 @@ mod tests {
         let body = br#"{"FailedRecordCount":0,"Records":[{"ErrorCode":"InternalFailure"}]}"#;
         assert_eq!(
             parse_put_records_response(body, 1),
-            BatchOutcome::PerRecord(vec![RecordOutcome::Retryable("InternalFailure".into())])
+            BatchOutcome::PerRecord(vec![RecordOutcome::Retryable(RetryReason::transient(
+                "internal_failure"
+            ))])
         );
     }
 
