@@ -3,6 +3,7 @@
 # same machine in the same run, reported as a ratio. See benches/README.md.
 #
 #   scripts/bench.sh funnel-udp
+#   scripts/bench.sh funnel-durable
 #   scripts/bench.sh sessions
 #
 # funnel-udp: `loadgen send` writes 100-byte JSON records from 1,000 SIM
@@ -23,7 +24,29 @@
 #   BENCH_ECHO=1       also run the raw sink answering "200" to each datagram,
 #                      one sendto each and one sendmmsg per batch (the cost of
 #                      the reply traffic itself) [off]
+#   BENCH_DURABILITY   simgate's [funnel] durability, memory or spool [memory:
+#                      what the figures in benches/README.md were measured with]
 #   BENCH_KEEP=1       keep the work directory (configs, logs, per-run lines)
+#
+# funnel-durable: the cost of the Funnel spool and what an outage does. (1)
+# Throughput as funnel-udp, at full speed, sides raw / durability=memory /
+# durability=spool alternating BENCH_RUNS times: medians and the ratio
+# spool/memory (target >= 0.8). (2) For each durability, a sink outage: the
+# destination is a Kinesis endpoint on a loopback port that refuses
+# connections, records offered at BENCH_RATE/s for BENCH_OUTAGE_SECONDS while
+# simgate's VmRSS and /metrics are sampled every second: RSS at start / max /
+# end, spool bytes, records accepted, refused and dropped. (3) Restart time:
+# simgate is killed with SIGKILL after the spool outage, and again after a
+# pass that fills a spool to BENCH_SPOOL_FILL at full speed, and restarted:
+# milliseconds from the spawn to the first answer of /health and to the first
+# UDP record answered (target: < 1 s with 1 GiB). Prints PASS/FAIL lines;
+# exits 0 whatever they say, non-zero if the bench broke. Same variables as
+# funnel-udp (BENCH_RATE and BENCH_DURABILITY excepted), and:
+#   BENCH_RATE            offered load during the outage, records/s [20000]
+#   BENCH_OUTAGE_SECONDS  length of each outage pass, 0 to skip [300]
+#   BENCH_SPOOL_MAX       [funnel] spool_max_bytes during the outage [256M]
+#   BENCH_SPOOL_FILL      spool size for the restart pass, 0 to skip [1G]
+#                         (sizes: bytes, or with K, M, G: binary units)
 #
 # sessions: `session_scale` fills a SessionTable with BENCH_SESSIONS sessions
 # and reports its RSS (and that of a Snapshot of as many subscribers, and of a
@@ -69,45 +92,69 @@ sessions_bench() {
     --readers "$readers" "$@"
 }
 
-case "${1:-}" in
-  funnel-udp) ;;
-  sessions)
-    shift
-    sessions_bench "$@"
-    exit
-    ;;
-  -h | --help)
-    usage
-    exit 0
-    ;;
-  *)
-    usage
-    exit 2
-    ;;
-esac
+# ---------------------------------------------------------------- funnel-*
+# Everything below is shared by funnel-udp and funnel-durable.
 
-SECS=${BENCH_SECONDS:-10}
-WARMUP=${BENCH_WARMUP:-2}
-RUNS=${BENCH_RUNS:-3}
-SOURCES=${BENCH_SOURCES:-1000}
-BATCH=${BENCH_BATCH:-64}
-SIZE=${BENCH_SIZE:-100}
-WORKERS=${BENCH_UDP_WORKERS:-$(nproc)}
-RATE=${BENCH_RATE:-}
-for v in SECS WARMUP RUNS SOURCES BATCH SIZE WORKERS; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
-done
-[[ -z $RATE || $RATE =~ ^[0-9]+$ ]] || { echo "bench: BENCH_RATE must be a whole number" >&2; exit 2; }
+# Reads the variables both funnel benches use (see the header).
+funnel_settings() {
+  SECS=${BENCH_SECONDS:-10}
+  WARMUP=${BENCH_WARMUP:-2}
+  RUNS=${BENCH_RUNS:-3}
+  SOURCES=${BENCH_SOURCES:-1000}
+  BATCH=${BENCH_BATCH:-64}
+  SIZE=${BENCH_SIZE:-100}
+  WORKERS=${BENCH_UDP_WORKERS:-$(nproc)}
+  local v
+  for v in SECS WARMUP RUNS SOURCES BATCH SIZE WORKERS; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
+  done
+}
 
-echo "== building release binaries"
-cargo build --release -p simgate -p simgate-benches
+# Bytes of a size written 1048576, 1024K, 256M, 1G, 1GiB or 1GB (binary units).
+size_bytes() {
+  local s=${1%iB}
+  s=${s%B}
+  [[ $s =~ ^([0-9]+)([KMGT]?)$ ]] || return 1
+  local n=${BASH_REMATCH[1]}
+  case ${BASH_REMATCH[2]} in
+    K) n=$((n << 10)) ;;
+    M) n=$((n << 20)) ;;
+    G) n=$((n << 30)) ;;
+    T) n=$((n << 40)) ;;
+  esac
+  echo "$n"
+}
 
-WORK=$(mktemp -d -t simgate-bench.XXXXXX)
-# Other builds may replace target/release while we run: use copies.
-cp target/release/simgate target/release/loadgen "$WORK/"
-LOADGEN=$WORK/loadgen
-SIMGATE=$WORK/simgate
-PIDS=()
+# 268435456 -> "256 MiB".
+human() {
+  awk -v b="$1" 'BEGIN {
+    if (b == "" || b == "nan") { print "?"; exit }
+    split("B KiB MiB GiB TiB", u, " "); i = 1
+    while (b >= 1024 && i < 5) { b /= 1024; i++ }
+    if (b == int(b)) printf "%d %s\n", b, u[i]
+    else printf "%.1f %s\n", b, u[i]
+  }'
+}
+
+# Builds, makes the work directory and its clean-up, raises the fd limit.
+funnel_setup() {
+  echo "== building release binaries"
+  cargo build --release -p simgate -p simgate-benches
+  WORK=$(mktemp -d -t simgate-bench.XXXXXX)
+  # Other builds may replace target/release while we run: use copies.
+  cp target/release/simgate target/release/loadgen "$WORK/"
+  LOADGEN=$WORK/loadgen
+  SIMGATE=$WORK/simgate
+  PIDS=()
+  # Every process started gets its own files: SEQ numbers them.
+  SEQ=0
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  # 1,000 sockets plus simgate's.
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((SOURCES + 256)) ]; then
+    ulimit -n $((SOURCES + 256)) 2>/dev/null || true
+  fi
+}
 
 cleanup() {
   local p
@@ -123,30 +170,28 @@ cleanup() {
     rm -rf "$WORK"
   fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# 1,000 sockets plus simgate's.
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((SOURCES + 256)) ]; then
-  ulimit -n $((SOURCES + 256)) 2>/dev/null || true
-fi
+# Forgets a process that has ended, so the exit trap never signals a reused pid.
+forget() {
+  local keep=() p
+  for p in "${PIDS[@]+"${PIDS[@]}"}"; do
+    [ "$p" = "$1" ] || keep+=("$p")
+  done
+  PIDS=("${keep[@]+"${keep[@]}"}")
+}
 
 # Stops a process we started: TERM, then KILL after $2 seconds.
 stop() {
   local pid=$1 grace=${2:-15} i
-  kill "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < grace * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -9 "$pid" 2>/dev/null || true
+  if kill "$pid" 2>/dev/null; then
+    for ((i = 0; i < grace * 10; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
   wait "$pid" 2>/dev/null || true
-  # Forget it, so the exit trap never signals a reused pid.
-  local keep=() p
-  for p in "${PIDS[@]+"${PIDS[@]}"}"; do
-    [ "$p" = "$pid" ] || keep+=("$p")
-  done
-  PIDS=("${keep[@]+"${keep[@]}"}")
+  forget "$pid"
 }
 
 # Waits until file $1 has a line, or fails after 10 s.
@@ -170,9 +215,6 @@ send() { # target metrics-url out-file [extra send args...]
     --warmup "$WARMUP" --duration "$SECS" --metrics-url "$url" "$@" >>"$out"
 }
 
-# Every process started gets its own files: SEQ numbers them.
-SEQ=0
-
 run_raw() { # result-file reply-mode [extra send args...]
   local out=$1 reply=$2 line udp url pid n=$((++SEQ))
   shift 2
@@ -188,28 +230,50 @@ run_raw() { # result-file reply-mode [extra send args...]
   tail -n1 "$out"
 }
 
-run_simgate() { # result-file [extra send args...]
-  local out=$1 line udp api pid i n=$((++SEQ))
-  local dir=$WORK/simgate.$n
+# Writes a config into directory $1 (`loadgen simgate-config` with the
+# further arguments) and starts simgate on it; sets SG_PID, SG_UDP (the
+# unified listener) and SG_API, and returns once /health answers.
+start_simgate() { # dir [simgate-config args...]
+  local dir=$1 line
   shift
   mkdir -p "$dir"
   line=$("$LOADGEN" simgate-config --data-dir "$dir/data" --out "$dir/simgate.toml" \
-    --sources "$SOURCES" --udp-workers "$WORKERS")
-  udp=$(sed -n 's/.*unified=\([^ ]*\).*/\1/p' <<<"$line")
-  api=$(sed -n 's/.*api=\([^ ]*\).*/\1/p' <<<"$line")
-  RUST_LOG=${RUST_LOG:-warn} "$SIMGATE" serve --config "$dir/simgate.toml" >"$dir/stdout" 2>"$dir/stderr" &
-  pid=$!
-  PIDS+=("$pid")
-  for ((i = 0; i < 100; i++)); do
-    "$LOADGEN" scrape "http://$api/health" >/dev/null 2>&1 && break
-    if ! kill -0 "$pid" 2>/dev/null; then
+    --sources "$SOURCES" --udp-workers "$WORKERS" "$@")
+  SG_UDP=$(sed -n 's/.*unified=\([^ ]*\).*/\1/p' <<<"$line")
+  SG_API=$(sed -n 's/.*api=\([^ ]*\).*/\1/p' <<<"$line")
+  spawn_simgate "$dir"
+  wait_health "$dir"
+}
+
+# Starts simgate on the config in directory $1 (again, after a kill: the
+# logs are appended to); sets SG_PID.
+spawn_simgate() {
+  RUST_LOG=${RUST_LOG:-warn} "$SIMGATE" serve --config "$1/simgate.toml" >>"$1/stdout" 2>>"$1/stderr" &
+  SG_PID=$!
+  PIDS+=("$SG_PID")
+}
+
+# Waits for SG_PID's /health (60 s at most: a restart may recover a spool).
+wait_health() { # dir
+  local i
+  for ((i = 0; i < 600; i++)); do
+    "$LOADGEN" scrape "http://$SG_API/health" >/dev/null 2>&1 && return 0
+    if ! kill -0 "$SG_PID" 2>/dev/null; then
       echo "bench: simgate exited at start:" >&2
-      tail -n 20 "$dir/stderr" >&2
+      tail -n 20 "$1/stderr" >&2
       return 1
     fi
     sleep 0.1
   done
-  send "$udp" "http://$api/metrics" "$out" \
+  echo "bench: simgate did not answer /health within 60 s" >&2
+  return 1
+}
+
+run_simgate() { # result-file durability [extra send args...]
+  local out=$1 durability=$2
+  shift 2
+  start_simgate "$WORK/simgate.$((++SEQ))" --durability "$durability"
+  send "$SG_UDP" "http://$SG_API/metrics" "$out" \
     --metric ingress='simgate_ingress_messages_total{listener="unified",protocol="udp"}' \
     --metric accepted=simgate_funnel_records_in_total \
     --metric delivered='simgate_funnel_records_out_total{result="delivered"}' \
@@ -218,12 +282,14 @@ run_simgate() { # result-file [extra send args...]
     --metric batch_sum=simgate_funnel_batch_records_sum \
     --metric batch_count=simgate_funnel_batch_records_count \
     "$@"
-  stop "$pid" 15
+  stop "$SG_PID" 15
   tail -n1 "$out"
 }
 
 # Values of key $2 in the result lines of file $1, one per line.
 values() { grep -o "\(^\| \)$2=[^ ]*" "$1" | cut -d= -f2; }
+# Value of key $2 in the line $1.
+field() { values <(echo "$1") "$2"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 med() { values "$1" "$2" | median; }
 
@@ -233,75 +299,326 @@ mean_batch() {
     awk '$2 > 0 { print $1 / $2 }' | median
 }
 
-# One table row: offered side file raw-received; the simgate row's figure
-# is records accepted, the others' datagrams received.
+# One table row: offered side file raw-received [memory-accepted]; a simgate
+# row's figure is records accepted, the others' datagrams received. With a
+# fifth argument, a last column gives the figure / memory-accepted.
 row() {
-  local offered=$1 side=$2 f=$3 base=$4 main received accepted delivered dropped batch
-  if [ "$side" = simgate ]; then
-    main=accepted_rate
-    accepted=$(med "$f" accepted_rate)
-    delivered=$(med "$f" delivered_rate)
-    dropped=$(med "$f" dropped_rate)
-    batch=$(mean_batch "$f")
-    received=$(med "$f" ingress_rate)
-  else
-    main=received_rate
-    accepted=- delivered=- dropped=- batch=-
-    received=$(med "$f" received_rate)
-  fi
+  local offered=$1 side=$2 f=$3 base=$4 base2=${5:-} main received accepted delivered dropped batch
+  case $side in
+    raw*)
+      main=received_rate
+      accepted=- delivered=- dropped=- batch=-
+      received=$(med "$f" received_rate)
+      ;;
+    *)
+      main=accepted_rate
+      accepted=$(med "$f" accepted_rate)
+      delivered=$(med "$f" delivered_rate)
+      dropped=$(med "$f" dropped_rate)
+      batch=$(mean_batch "$f")
+      received=$(med "$f" ingress_rate)
+      ;;
+  esac
   awk -v o="$offered" -v s="$side" -v se="$(med "$f" sent_rate)" -v rx="$received" \
     -v ac="$accepted" -v de="$delivered" -v re="$(med "$f" replies_rate)" -v dr="$dropped" \
-    -v b="$batch" -v m="$(med "$f" "$main")" -v base="$base" '
+    -v b="$batch" -v m="$(med "$f" "$main")" -v base="$base" -v base2="$base2" '
     function n(x) { return (x == "-" || x == "nan") ? sprintf("%11s", x) : sprintf("%11.0f", x) }
     BEGIN {
-      printf "%-9s %-16s %s %s %s %s %s %s %7s %6.3f\n", o, s, n(se), n(rx), n(ac), n(de), n(re), n(dr),
+      printf "%-9s %-16s %s %s %s %s %s %s %7s %6.3f", o, s, n(se), n(rx), n(ac), n(de), n(re), n(dr),
         (b == "-" || b == "nan") ? b : sprintf("%.1f", b), (base > 0) ? m / base : 0
+      if (base2 != "" && s ~ /^raw/) printf " %6s", "-"
+      else if (base2 != "") printf " %6.3f", (base2 > 0) ? m / base2 : 0
+      printf "\n"
     }'
 }
 
+# Runs every side of SIDES in turn, RUNS times, and adds their rows to ROWS.
 pass() { # label [extra send args...]
   local label=$1 n side
   shift
-  local sides=(raw)
-  if [ "${BENCH_ECHO:-0}" = 1 ]; then
-    sides+=(raw+reply-each raw+reply-batch)
-  fi
-  sides+=(simgate)
-  for side in "${sides[@]}"; do
+  for side in "${SIDES[@]}"; do
     : >"$WORK/result.$label.$side"
   done
   for ((n = 1; n <= RUNS; n++)); do
-    for side in "${sides[@]}"; do
+    for side in "${SIDES[@]}"; do
       echo "-- offered $label, run $n/$RUNS: $side"
       case $side in
         raw) run_raw "$WORK/result.$label.$side" none "$@" ;;
         raw+reply-each) run_raw "$WORK/result.$label.$side" each "$@" ;;
         raw+reply-batch) run_raw "$WORK/result.$label.$side" batch "$@" ;;
-        simgate) run_simgate "$WORK/result.$label.$side" "$@" ;;
+        simgate) run_simgate "$WORK/result.$label.$side" "$DURABILITY" "$@" ;;
+        memory | spool) run_simgate "$WORK/result.$label.$side" "$side" "$@" ;;
       esac
     done
   done
-  local base
+  local base base2=
   base=$(med "$WORK/result.$label.raw" received_rate)
-  for side in "${sides[@]}"; do
-    ROWS+=("$(row "$label" "$side" "$WORK/result.$label.$side" "$base")")
+  if [ -e "$WORK/result.$label.memory" ]; then
+    base2=$(med "$WORK/result.$label.memory" accepted_rate)
+  fi
+  for side in "${SIDES[@]}"; do
+    ROWS+=("$(row "$label" "$side" "$WORK/result.$label.$side" "$base" "$base2")")
   done
 }
 
-ROWS=()
-echo "== funnel-udp: $SOURCES SIMs, $SIZE-byte records, sendmmsg batch $BATCH," \
-  "$WORKERS UDP worker(s), $RUNS x ${SECS}s runs (+${WARMUP}s warm-up), sides alternating"
-pass max
-if [ -n "$RATE" ]; then
-  pass "$RATE" --rate "$RATE"
-fi
+table_header() { # [extra column]
+  printf "%-9s %-16s %11s %11s %11s %11s %11s %11s %7s %6s" \
+    offered side sent received accepted delivered replies dropped batch ratio
+  if [ -n "${1:-}" ]; then printf " %6s" "$1"; fi
+  printf "\n"
+}
 
-echo
-echo "funnel-udp, per second, median of $RUNS runs ($(nproc) cores, Linux $(uname -r)):"
-printf "%-9s %-16s %11s %11s %11s %11s %11s %11s %7s %6s\n" \
-  offered side sent received accepted delivered replies dropped batch ratio
-printf '%s\n' "${ROWS[@]}"
-echo
-echo "received  datagrams read by the receiver (loadgen sink, or simgate's UDP ingress counter)"
-echo "accepted  records queued by Funnel; batch: mean records per null-sink batch (max 500)"
-echo "ratio     received (simgate: accepted) / raw received; target for simgate >= 0.9"
+# ---------------------------------------------------------------- funnel-udp
+
+funnel_udp_bench() {
+  funnel_settings
+  local rate=${BENCH_RATE:-}
+  DURABILITY=${BENCH_DURABILITY:-memory}
+  [[ -z $rate || $rate =~ ^[0-9]+$ ]] || { echo "bench: BENCH_RATE must be a whole number" >&2; exit 2; }
+  [[ $DURABILITY == memory || $DURABILITY == spool ]] ||
+    { echo "bench: BENCH_DURABILITY must be memory or spool" >&2; exit 2; }
+  funnel_setup
+
+  SIDES=(raw)
+  if [ "${BENCH_ECHO:-0}" = 1 ]; then
+    SIDES+=(raw+reply-each raw+reply-batch)
+  fi
+  SIDES+=(simgate)
+  ROWS=()
+  echo "== funnel-udp: $SOURCES SIMs, $SIZE-byte records, sendmmsg batch $BATCH," \
+    "$WORKERS UDP worker(s), durability $DURABILITY, $RUNS x ${SECS}s runs (+${WARMUP}s warm-up)," \
+    "sides alternating"
+  pass max
+  if [ -n "$rate" ]; then
+    pass "$rate" --rate "$rate"
+  fi
+
+  echo
+  echo "funnel-udp, per second, median of $RUNS runs ($(nproc) cores, Linux $(uname -r)):"
+  table_header
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "received  datagrams read by the receiver (loadgen sink, or simgate's UDP ingress counter)"
+  echo "accepted  records queued by Funnel; batch: mean records per null-sink batch (max 500)"
+  echo "ratio     received (simgate: accepted) / raw received; target for simgate >= 0.9"
+}
+
+# ------------------------------------------------------------ funnel-durable
+
+# Samples simgate (pid $1, metrics $2) every second into file $3 as
+# key=value lines, for at most $4 seconds or until the process is gone.
+sample() {
+  local pid=$1 url=$2 out=$3 max=$4 i rss m
+  for ((i = 0; i < max; i++)); do
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || break
+    [ -n "$rss" ] || break
+    m=$("$LOADGEN" scrape "$url" \
+      --metric spool_bytes=simgate_spool_bytes \
+      --metric spool_records=simgate_spool_records \
+      --metric queue_records=simgate_funnel_queue_records \
+      --metric queue_bytes=simgate_funnel_queue_bytes \
+      --metric accepted=simgate_funnel_records_in_total \
+      --metric dropped=simgate_funnel_dropped_total 2>/dev/null) || m=scrape=failed
+    echo "t=$i rss_kib=$rss $m" >>"$out"
+    sleep 1
+  done
+}
+
+# Minimum, maximum, first and last value of key $2 in file $1.
+stats() { values "$1" "$2" | awk 'NR == 1 { lo = hi = first = $1 } { if ($1 < lo) lo = $1; if ($1 > hi) hi = $1; last = $1 } END { print lo, hi, first, last }'; }
+
+# The current value of metric selector $1 (0 when absent, nan when simgate
+# does not answer).
+metric() {
+  local v
+  v=$("$LOADGEN" scrape "http://$SG_API/metrics" --metric v="$1" 2>/dev/null) || v=v=nan
+  echo "${v#v=}"
+}
+
+# One outage pass: the sink refuses connections while records are offered
+# at OUTAGE_RATE; adds a line to OUTAGE_ROWS. Leaves simgate running.
+outage_pass() { # durability
+  local d=$1 dir=$WORK/outage.$1 sampler line last rss_min rss_max rss_start rss_end
+  echo "-- outage, durability $d: ${OUTAGE}s at $OUTAGE_RATE records/s, sink refusing connections"
+  start_simgate "$dir" --durability "$d" --endpoint refused --spool-max-bytes "$SPOOL_MAX"
+  sample "$SG_PID" "http://$SG_API/metrics" "$dir/samples" $((OUTAGE + 60)) &
+  sampler=$!
+  PIDS+=("$sampler")
+  # Warm-up 0: the window is the whole outage.
+  "$LOADGEN" send --target "$SG_UDP" --sources "$SOURCES" --batch "$BATCH" --size "$SIZE" \
+    --rate "$OUTAGE_RATE" --warmup 0 --duration "$OUTAGE" --metrics-url "http://$SG_API/metrics" \
+    --metric accepted=simgate_funnel_records_in_total \
+    --metric dropped=simgate_funnel_dropped_total \
+    --metric queue_full='simgate_funnel_dropped_total{reason="queue_full"}' \
+    --metric refused='simgate_service_requests_total{service="funnel",status="429"}' \
+    --metric kernel='simgate_ingress_rejected_total{reason="kernel_overflow"}' \
+    --metric delivered='simgate_funnel_records_out_total{result="delivered"}' \
+    >"$dir/send.out"
+  sleep 2 # a last sample after the load
+  stop "$sampler" 1
+  line=$(tail -n1 "$dir/send.out")
+  echo "$line"
+  read -r rss_min rss_max rss_start rss_end <<<"$(stats "$dir/samples" rss_kib)"
+  echo "RSS KiB: start $rss_start, min $rss_min, max $rss_max, end $rss_end; last sample: $(tail -n1 "$dir/samples")"
+  last=$(tail -n1 "$dir/samples")
+  OUTAGE_ROWS+=("$(awk -v d="$d" -v sent="$(field "$line" sent)" \
+    -v ac="$(field "$line" accepted)" -v rf="$(field "$line" refused)" \
+    -v dr="$(field "$line" dropped)" -v qf="$(field "$line" queue_full)" \
+    -v k="$(field "$line" kernel)" -v de="$(field "$line" delivered)" \
+    -v r0="$rss_start" -v r1="$rss_max" -v r2="$rss_end" \
+    -v sb="$(field "$last" spool_bytes)" -v qr="$(field "$last" queue_records)" '
+    function mib(k) { return sprintf("%.1f", k / 1024) }
+    BEGIN {
+      printf "%-8s %10d %10d %10d %10d %10d %8d %9d %9s %9s %9s %10s %9d\n", d, sent, ac, rf, dr, qf, k, de,
+        mib(r0), mib(r1), mib(r2), sprintf("%.1f", sb / 1048576), qr
+    }')")
+}
+
+# SIGKILLs simgate (SG_PID, config in $1), restarts it on the same config
+# and data, and times it; adds a line to RESTART_ROWS. Then stops it.
+restart_pass() { # dir label [--udp: also time the first UDP answer]
+  local dir=$1 label=$2 udp=() bytes records t0 line after_records rss
+  [ "${3:-}" = --udp ] && udp=(--udp "$SG_UDP")
+  bytes=$(metric simgate_spool_bytes)
+  records=$(metric simgate_spool_records)
+  echo "-- restart after kill -9, $label: spool $(human "$bytes"), $records records"
+  kill -9 "$SG_PID"
+  wait "$SG_PID" 2>/dev/null || true
+  forget "$SG_PID"
+  t0=$(date +%s%N)
+  spawn_simgate "$dir"
+  if ! line=$("$LOADGEN" ready --since-ns "$t0" --health "http://$SG_API/health" \
+    "${udp[@]+"${udp[@]}"}" --timeout 60); then
+    echo "bench: simgate did not come back after kill -9 ($line)" >&2
+    tail -n 20 "$dir/stderr" >&2
+    return 1
+  fi
+  echo "$line"
+  after_records=$(metric simgate_spool_records)
+  rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SG_PID/status")
+  RESTART_ROWS+=("$(awk -v l="$label" -v b="$bytes" -v r="$records" -v a="$after_records" -v rss="$rss" \
+    -v h="$(field "$line" health_ms)" -v u="$(field "$line" udp_reply_ms)" \
+    -v s="$(field "$line" udp_reply)" '
+    BEGIN {
+      printf "%-14s %9.1f %10d %10d %9s %12s %6s %9.1f\n", l, b / 1048576, r, a, h, (u == "") ? "-" : u,
+        (s == "") ? "-" : s, rss / 1024
+    }')")
+  RESTART_MS+=("$(field "$line" health_ms)" "$(field "$line" udp_reply_ms)")
+  stop "$SG_PID" 15
+}
+
+# Fills a spool to SPOOL_FILL at full speed with the sink refusing, then
+# restart_pass. Its budget leaves room, so the first record after the
+# restart is accepted (and answered) rather than refused.
+fill_pass() {
+  local dir=$WORK/fill max=$((SPOOL_FILL + SPOOL_FILL / 4 + (64 << 20))) sender bytes=0 t0 i
+  echo "-- filling a spool to $(human "$SPOOL_FILL") (spool_max_bytes $(human "$max")), sink refusing"
+  start_simgate "$dir" --durability spool --endpoint refused --spool-max-bytes "$max"
+  "$LOADGEN" send --target "$SG_UDP" --sources "$SOURCES" --batch "$BATCH" --size "$SIZE" \
+    --warmup 0 --duration 3600 >"$dir/send.out" &
+  sender=$!
+  PIDS+=("$sender")
+  t0=$(date +%s.%N)
+  # 30 minutes at most.
+  for ((i = 0; i < 3600; i++)); do
+    bytes=$(metric simgate_spool_bytes)
+    awk -v b="$bytes" -v f="$SPOOL_FILL" 'BEGIN { exit !(b >= f) }' && break
+    kill -0 "$sender" 2>/dev/null || break
+    kill -0 "$SG_PID" 2>/dev/null || { echo "bench: simgate died while filling" >&2; tail -n 20 "$dir/stderr" >&2; return 1; }
+    sleep 0.5
+  done
+  stop "$sender" 5
+  FILL_SECS=$(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f", t1 - t0 }')
+  # The last group commits land.
+  sleep 1
+  bytes=$(metric simgate_spool_bytes)
+  awk -v b="$bytes" -v f="$SPOOL_FILL" 'BEGIN { exit !(b >= f) }' ||
+    echo "bench: the spool reached only $(human "$bytes") of $(human "$SPOOL_FILL")" >&2
+  echo "filled $(human "$bytes") in ${FILL_SECS}s"
+  restart_pass "$dir" "filled" --udp
+}
+
+funnel_durable_bench() {
+  funnel_settings
+  OUTAGE=${BENCH_OUTAGE_SECONDS:-300}
+  OUTAGE_RATE=${BENCH_RATE:-20000}
+  local max=${BENCH_SPOOL_MAX:-256M} fill=${BENCH_SPOOL_FILL:-1G} v
+  for v in OUTAGE OUTAGE_RATE; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
+  done
+  SPOOL_MAX=$(size_bytes "$max") || { echo "bench: BENCH_SPOOL_MAX: not a size: $max" >&2; exit 2; }
+  SPOOL_FILL=$(size_bytes "$fill") || { echo "bench: BENCH_SPOOL_FILL: not a size: $fill" >&2; exit 2; }
+  funnel_setup
+
+  echo "== funnel-durable: $SOURCES SIMs, $SIZE-byte records, sendmmsg batch $BATCH," \
+    "$WORKERS UDP worker(s); throughput $RUNS x ${SECS}s runs (+${WARMUP}s warm-up), sides alternating;" \
+    "outage ${OUTAGE}s at $OUTAGE_RATE/s, spool_max_bytes $(human "$SPOOL_MAX"); restart with $(human "$SPOOL_FILL")"
+  SIDES=(raw memory spool)
+  ROWS=()
+  pass max
+
+  OUTAGE_ROWS=()
+  RESTART_ROWS=()
+  RESTART_MS=()
+  FILL_SECS=
+  if ((OUTAGE > 0)); then
+    outage_pass memory
+    stop "$SG_PID" 15
+    outage_pass spool
+    restart_pass "$WORK/outage.spool" "after outage"
+  fi
+  if ((SPOOL_FILL > 0)); then
+    fill_pass
+  fi
+
+  local ratio verdict
+  ratio=$(awk -v s="$(med "$WORK/result.max.spool" accepted_rate)" \
+    -v m="$(med "$WORK/result.max.memory" accepted_rate)" 'BEGIN { printf "%.3f", (m > 0) ? s / m : 0 }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.8) ? "PASS" : "FAIL" }')
+  echo
+  echo "funnel-durable, throughput per second, median of $RUNS runs ($(nproc) cores, Linux $(uname -r)):"
+  table_header memory
+  printf '%s\n' "${ROWS[@]}"
+  echo "spool/memory accepted = $ratio (target >= 0.8: $verdict)"
+  if ((${#OUTAGE_ROWS[@]} > 0)); then
+    echo
+    echo "outage: sink refusing connections for ${OUTAGE}s, $OUTAGE_RATE records/s offered," \
+      "spool_max_bytes $(human "$SPOOL_MAX"); counts over the outage, RSS and spool in MiB:"
+    printf "%-8s %10s %10s %10s %10s %10s %8s %9s %9s %9s %9s %10s %9s\n" durability sent accepted \
+      refused429 dropped queue_full kernel delivered rss_start rss_max rss_end spool_end queue_end
+    printf '%s\n' "${OUTAGE_ROWS[@]}"
+  fi
+  if ((${#RESTART_ROWS[@]} > 0)); then
+    echo
+    echo "restart after kill -9: spawn to first /health answer and to first UDP record answered, ms" \
+      "${FILL_SECS:+(filled in ${FILL_SECS}s at full speed)}"
+    printf "%-14s %9s %10s %10s %9s %12s %6s %9s\n" spool MiB records recovered health_ms \
+      udp_reply_ms reply rss_mib
+    printf '%s\n' "${RESTART_ROWS[@]}"
+    local worst
+    worst=$(printf '%s\n' "${RESTART_MS[@]}" | awk '$1 != "" && $1 != "none" { if ($1 > w) w = $1 } END { print w + 0 }')
+    echo "slowest restart $worst ms (target < 1000 ms: $(awk -v w="$worst" 'BEGIN { print (w < 1000) ? "PASS" : "FAIL" }'))"
+  fi
+  echo
+  echo "accepted    records queued by Funnel (spool: written; answered after the group commit)"
+  echo "ratio       accepted / raw received; memory: accepted / memory's accepted (target spool >= 0.8)"
+  echo "refused429  answers 429 (UDP: dropped silently, counted); dropped: simgate_funnel_dropped_total"
+  echo "recovered   simgate_spool_records once restarted; udp_reply_ms: first record answered"
+}
+
+case "${1:-}" in
+  funnel-udp) funnel_udp_bench ;;
+  funnel-durable) funnel_durable_bench ;;
+  sessions)
+    shift
+    sessions_bench "$@"
+    ;;
+  -h | --help)
+    usage
+    exit 0
+    ;;
+  *)
+    usage
+    exit 2
+    ;;
+esac

@@ -9,9 +9,13 @@
 //!   counting datagrams and serving the count as `/metrics`.
 //! * `simgate-config` — a simgate configuration whose sessions bind every
 //!   source address `send` uses to its own SIM, with Funnel to the null sink.
-//! * `scrape` — prints one metrics page (readiness checks, debugging).
+//! * `scrape` — prints one metrics page, or chosen sums from it as one
+//!   `key=value` line (readiness checks, sampling during a run, debugging).
+//! * `ready` — restart-to-listening time: from a given spawn instant until
+//!   `/health` answers and until a UDP record is answered.
 
 mod config;
+mod ready;
 mod scrape;
 mod send;
 mod sink;
@@ -45,7 +49,13 @@ enum Command {
     Scrape {
         /// e.g. http://127.0.0.1:7070/metrics
         url: String,
+        /// KEY=SELECTOR: print one line of `KEY=VALUE` pairs instead of the
+        /// page (the sum of the matching series; 0 when none matches).
+        #[arg(long = "metric", value_parser = send::parse_metric)]
+        metrics: Vec<(String, scrape::Selector)>,
     },
+    /// Time until a (re)started simgate answers /health and a UDP record.
+    Ready(ready::ReadyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,10 +63,20 @@ fn main() -> anyhow::Result<()> {
         Command::Send(a) => send::run(&a),
         Command::Sink(a) => sink::run(&a),
         Command::SimgateConfig(a) => config::run(&a),
-        Command::Scrape { url } => {
-            print!("{}", scrape::get(&url)?);
+        Command::Scrape { url, metrics } => {
+            let page = scrape::get(&url)?;
+            if metrics.is_empty() {
+                print!("{page}");
+            } else {
+                let pairs: Vec<String> = metrics
+                    .iter()
+                    .map(|(key, sel)| format!("{key}={}", sel.sum(&page).unwrap_or(0.0)))
+                    .collect();
+                println!("{}", pairs.join(" "));
+            }
             Ok(())
         }
+        Command::Ready(a) => ready::run(&a),
     }
 }
 

@@ -73,7 +73,7 @@ pub(crate) struct SendArgs {
     metrics: Vec<(String, Selector)>,
 }
 
-fn parse_metric(s: &str) -> Result<(String, Selector), String> {
+pub(crate) fn parse_metric(s: &str) -> Result<(String, Selector), String> {
     let (key, sel) = s.split_once('=').ok_or("expected KEY=SELECTOR")?;
     if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!("bad key {key:?}"));
@@ -365,7 +365,7 @@ fn drain_replies(
 }
 
 /// Writes `{"sim":S,"seq":Q,"pad":"xxx…"}`, exactly `buf.len()` bytes.
-fn fill_record(buf: &mut [u8], sim: u32, seq: u64) {
+pub(crate) fn fill_record(buf: &mut [u8], sim: u32, seq: u64) {
     let mut w = 0;
     let mut put = |bytes: &[u8], w: &mut usize| {
         let end = (*w + bytes.len()).min(buf.len());

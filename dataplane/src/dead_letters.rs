@@ -109,8 +109,20 @@ impl DeadLetterStore {
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        // A crash mid-append leaves a torn last line: start on a fresh line
+        // so that it cannot swallow this record.
+        let len = f.metadata().map_err(io_err(&path))?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut last, len - 1)
+                .map_err(io_err(&path))?;
+            if last[0] != b'\n' {
+                text.insert(0, b'\n');
+            }
+        }
         f.write_all(&text).map_err(io_err(&path))?;
         f.sync_data().map_err(io_err(&path))?;
         Ok(())
@@ -248,16 +260,20 @@ mod tests {
             .open(dir.path().join("dl/a.jsonl"))
             .unwrap();
         f.write_all(b"{\"time\":1,\"accep").unwrap();
+        assert_eq!(store.list().unwrap().len(), 3);
+        // The next append is not swallowed by the torn line.
+        store.append("a", &[letter(4)]).unwrap();
         let all = store.list().unwrap();
-        assert_eq!(all.len(), 3);
+        assert_eq!(all.len(), 4);
+        assert!(all.iter().any(|(id, l)| id == "a" && l.attempts == 4));
         assert_eq!(all[0].1.data_bytes().unwrap(), b"{\"n\":1}");
         assert_eq!(
             store.counts().unwrap(),
-            vec![("a".into(), 2), ("b".into(), 1)]
+            vec![("a".into(), 3), ("b".into(), 1)]
         );
         assert_eq!(store.retain(|_, l| l.attempts != 2).unwrap(), 1);
-        assert_eq!(store.list().unwrap().len(), 2);
-        assert_eq!(store.retain(|_, _| false).unwrap(), 2);
+        assert_eq!(store.list().unwrap().len(), 3);
+        assert_eq!(store.retain(|_, _| false).unwrap(), 3);
         assert!(store.list().unwrap().is_empty());
     }
 }

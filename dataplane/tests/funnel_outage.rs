@@ -45,7 +45,8 @@ const SIMS: u32 = 6;
 const TICK: Duration = Duration::from_millis(50);
 /// Load before the outage and after recovery.
 const STEADY: Duration = Duration::from_secs(3);
-/// How long all acknowledged records may take to arrive after the load.
+/// How long all acknowledged records may take to arrive after the load
+/// (plus a fifth of the outage: a long one leaves a long backlog).
 const DRAIN: Duration = Duration::from_secs(60);
 
 /// The two tests share a 2-core machine with everything else; one at a
@@ -231,7 +232,7 @@ async fn outage(mode: Mode, first_sim: u32) {
     load.stop().await;
 
     let acked = tracker.acked();
-    let delivery = stream.wait_for(&acked, DRAIN).await;
+    let delivery = stream.wait_for(&acked, DRAIN + outage / 5).await;
     let metrics = durable::scrape(api, &token).await;
     let given_up = durable::given_up(&metrics);
     let acked_by_phase = tracker.acked_by_phase();

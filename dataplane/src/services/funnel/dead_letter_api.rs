@@ -259,12 +259,27 @@ async fn replay(
     // An owned snapshot: the replay awaits room in the queues, and a guard
     // must not be held across that.
     let snapshot = services.snapshot.load_full();
-    let report = services
-        .funnel
-        .replay_dead_letters(&snapshot, |id, l| filter.matches(id, l))
-        .await
-        .map_err(|e| store_failed(&e))?;
-    Ok(Json(report))
+    // On its own task: a client that hangs up mid-replay must not cancel it
+    // between re-queueing records and removing them from the store (they
+    // would be sent again by the next replay).
+    let task = tokio::spawn(async move {
+        services
+            .funnel
+            .replay_dead_letters(&snapshot, |id, l| filter.matches(id, l))
+            .await
+    });
+    match task.await {
+        Ok(Ok(report)) => Ok(Json(report)),
+        Ok(Err(e)) => Err(store_failed(&e)),
+        Err(e) => {
+            tracing::error!(error = %e, "dead-letter replay task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the dead-letter replay failed; see the server log",
+            ))
+        }
+    }
 }
 
 async fn purge(

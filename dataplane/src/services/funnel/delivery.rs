@@ -451,6 +451,14 @@ struct Worker {
     metrics: WorkerMetrics,
 }
 
+/// The partition key as the core tracks throttling by it.
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
 /// Converts a wall-clock acceptance time into the core's clock.
 fn accepted_instant(accepted_at_ms: u64, now: Instant, now_wall_ms: u64) -> Instant {
     let age = Duration::from_millis(now_wall_ms.saturating_sub(accepted_at_ms));
@@ -517,7 +525,8 @@ impl Worker {
     fn push(&mut self, held: Held, now: Instant, wall: u64) {
         let size = record_size(&held.record);
         let accepted = accepted_instant(held.accepted_at_ms, now, wall);
-        self.core.push(held, size, accepted, now);
+        let key = key_hash(&held.record.partition_key);
+        self.core.push(held, size, key, accepted, now);
     }
 
     fn has_room(&self) -> bool {

@@ -130,6 +130,8 @@ pub struct Funnel {
     /// `{data_dir}/spool`, when durability is `spool`.
     spool_dir: Option<PathBuf>,
     pub dead_letters: Arc<DeadLetterStore>,
+    /// One replay at a time: two at once would send the same letters twice.
+    replay_lock: tokio::sync::Mutex<()>,
     /// When each unusable destination was last logged: every message to it
     /// is refused and counted, but logged at most once a minute.
     unusable_logged: Mutex<HashMap<Destination, Instant>>,
@@ -179,6 +181,7 @@ impl Funnel {
             workers: Mutex::new(JoinSet::new()),
             spool_dir,
             dead_letters: Arc::new(DeadLetterStore::new(data_dir.join("dead-letters"))),
+            replay_lock: tokio::sync::Mutex::new(()),
             unusable_logged: Mutex::new(HashMap::new()),
         }
     }
@@ -436,6 +439,7 @@ impl Funnel {
         snapshot: &Snapshot,
         mut filter: impl FnMut(&str, &DeadLetter) -> bool,
     ) -> Result<ReplayReport, crate::dead_letters::DeadLetterError> {
+        let _one_at_a_time = self.replay_lock.lock().await;
         let all = self.dead_letters.list()?;
         let mut replayed = std::collections::HashSet::new();
         let mut report = ReplayReport::default();
