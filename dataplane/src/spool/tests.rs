@@ -625,7 +625,7 @@ fn write_segment(dir: &Path, first: u64, n: u64, len: usize) {
 /// reader gets there, and then it costs the rest of that segment only.
 #[tokio::test]
 async fn spool_open_leaves_sealed_segments_to_the_reader() {
-    const PER_SEGMENT: u64 = 64;
+    const PER_SEGMENT: u64 = 32;
     const LEN: usize = 64 * 1024;
     const SEALED: u64 = 24;
     let dir = tempfile::tempdir().unwrap();
@@ -646,7 +646,7 @@ async fn spool_open_leaves_sealed_segments_to_the_reader() {
     let (spool, report) =
         Spool::open(dir.path(), opts(1 << 30, 8 << 20, WhenFull::Refuse)).unwrap();
     let took = started.elapsed();
-    eprintln!("open with ~100 MB spooled: {took:?}");
+    eprintln!("open with ~50 MB spooled: {took:?}");
     assert!(took < Duration::from_secs(5), "open took {took:?}");
     assert_eq!(report.segments, SEALED as usize + 1);
     assert_eq!(report.truncated_bytes, 0);
