@@ -485,3 +485,131 @@ async fn unusable_destination_is_refused_and_counted() {
     );
     srv.shutdown().await;
 }
+
+/// Sends `n` small records over HTTP as fast as it can; returns statuses.
+async fn flood(http: std::net::SocketAddr, n: usize) -> HashMap<u16, usize> {
+    let mut statuses = HashMap::new();
+    for i in 0..n {
+        let body = format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(200));
+        let (status, _, _) = common::http_request(
+            local(),
+            http,
+            "POST",
+            "funnel.localhost",
+            "/",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    statuses
+}
+
+fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sink_fills_the_spool_budget_then_devices_get_429_and_memory_stays_bounded() {
+    let mut sink = FaultSink::new(Box::new(|_, _| None));
+    Arc::get_mut(&mut sink).unwrap().stall = Some(Duration::from_secs(3600));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "durability = \"spool\"\nqueue_records = 10\nmax_in_flight = 1\nshutdown_grace_ms = 100\n\
+         spool_max_bytes = 65536\nspool_segment_bytes = 16384",
+    );
+    let srv = server::start_with(cfg, Factory::new(&sink)).await.unwrap();
+    let statuses = flood(srv.bound.http.unwrap(), 600).await;
+    let accepted = statuses.get(&204).copied().unwrap_or(0);
+    // ~480-byte envelopes: the 64 KiB budget holds a hundred or so.
+    assert!((50..300).contains(&accepted), "{statuses:?}");
+    assert_eq!(
+        statuses.get(&429).copied().unwrap_or(0),
+        600 - accepted,
+        "{statuses:?}"
+    );
+    let text = srv.services.metrics.encode();
+    // The worker holds no more than its window; the rest waits on disk.
+    assert!(
+        metric(&text, "simgate_funnel_queue_records{") <= 10,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "simgate_spool_bytes{") <= 65536 + 16384,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "simgate_funnel_dropped_total{reason=\"queue_full\"}"),
+        (600 - accepted) as u64
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_keeps_accepting_and_counts_what_it_dropped() {
+    let mut sink = FaultSink::new(Box::new(|_, _| None));
+    Arc::get_mut(&mut sink).unwrap().stall = Some(Duration::from_secs(3600));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "durability = \"spool\"\nqueue_records = 10\nmax_in_flight = 1\nshutdown_grace_ms = 100\n\
+         spool_max_bytes = 65536\nspool_segment_bytes = 16384\nspool_when_full = \"drop_oldest\"",
+    );
+    let srv = server::start_with(cfg, Factory::new(&sink)).await.unwrap();
+    let statuses = flood(srv.bound.http.unwrap(), 600).await;
+    assert_eq!(statuses.get(&204), Some(&600), "{statuses:?}");
+    let mut dropped = 0;
+    for _ in 0..50 {
+        let text = srv.services.metrics.encode();
+        dropped = metric(&text, "simgate_funnel_dropped_total{reason=\"spool_full\"}");
+        if dropped > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped > 0, "drops by drop_oldest are counted");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_records_survive_a_restart_and_are_delivered_after_it() {
+    // First run: the sink is down the whole time.
+    let down = FaultSink::new(Box::new(|_, _| {
+        Some(BatchOutcome::Failed(SinkError {
+            kind: FailureKind::Transient,
+            reason: "connect",
+            message: "injected outage".into(),
+        }))
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || {
+        config(
+            dir.path(),
+            "durability = \"spool\"\nshutdown_grace_ms = 200",
+        )
+    };
+    let srv = server::start_with(cfg(), Factory::new(&down))
+        .await
+        .unwrap();
+    let acked = send(srv.bound.http.unwrap(), 50).await;
+    assert_eq!(acked.len(), 50);
+    srv.shutdown().await;
+    assert!(down.delivered().is_empty());
+    // Second run: nobody sends anything; the spool is delivered by itself.
+    let up = FaultSink::new(Box::new(|_, _| None));
+    let srv = server::start_with(cfg(), Factory::new(&up)).await.unwrap();
+    wait_until(Duration::from_secs(20), || {
+        up.delivered().len() == acked.len()
+    })
+    .await;
+    let delivered = up.delivered();
+    for p in &acked {
+        assert_eq!(delivered.get(p), Some(&1), "{}", String::from_utf8_lossy(p));
+    }
+    srv.shutdown().await;
+}

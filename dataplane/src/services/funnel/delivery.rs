@@ -415,6 +415,8 @@ pub(crate) fn spawn_destination(
         dead_letters,
         key: key.clone(),
         metrics: WorkerMetrics::new(metrics, kind, label),
+        counted_dropped_oldest: 0,
+        counted_corrupt: 0,
     };
     tasks.spawn(worker.run(shutdown));
     queue
@@ -449,6 +451,10 @@ struct Worker {
     dead_letters: Arc<DeadLetterStore>,
     key: DestinationKey,
     metrics: WorkerMetrics,
+    /// Spool losses already counted: records deleted by `drop_oldest`, and
+    /// records lost to corruption found while reading.
+    counted_dropped_oldest: u64,
+    counted_corrupt: u64,
 }
 
 /// The partition key as the core tracks throttling by it.
@@ -489,7 +495,10 @@ impl Worker {
                 self.abandon();
                 return;
             }
-            let wake = [self.core.poll_timeout(), give_up_at]
+            // At least once a second, so the gauges (spool size, oldest
+            // unsent age) stay current while nothing moves.
+            let tick = Some(now + Duration::from_secs(1));
+            let wake = [self.core.poll_timeout(), give_up_at, tick]
                 .into_iter()
                 .flatten()
                 .min();
@@ -737,7 +746,7 @@ impl Worker {
         self.update_gauges();
     }
 
-    fn update_gauges(&self) {
+    fn update_gauges(&mut self) {
         let (records, bytes) = self.core.held();
         let m = &self.metrics;
         m.queue_records.set(records as i64);
@@ -756,6 +765,21 @@ impl Worker {
                 .map_or(0, |t| now_ms().saturating_sub(t) / 1000);
             m.spool_oldest_seconds
                 .set(i64::try_from(oldest).unwrap_or(i64::MAX));
+            // The spool counts these losses; report each once, with its
+            // reason.
+            let dropped = s.dropped_oldest.saturating_sub(self.counted_dropped_oldest);
+            let corrupt = s.corrupt_skipped.saturating_sub(self.counted_corrupt);
+            self.counted_dropped_oldest = s.dropped_oldest;
+            self.counted_corrupt = s.corrupt_skipped;
+            for (reason, n) in [("spool_full", dropped), ("spool_corrupt", corrupt)] {
+                if n > 0 {
+                    m.metrics
+                        .funnel_dropped
+                        .get_or_create(&ReasonLabels { reason })
+                        .inc_by(n);
+                    tracing::error!(destination = %m.destination, records = n, reason, "spooled records lost");
+                }
+            }
         }
     }
 }
