@@ -17,6 +17,8 @@ mod harvest_query;
 mod kinesis_response;
 #[path = "../../fuzz/checks/radius_codec.rs"]
 mod radius_codec;
+#[path = "../../fuzz/checks/spool_segment.rs"]
+mod spool_segment;
 
 fn fuzz_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
@@ -98,4 +100,9 @@ fn harvest_query_corpus() {
 #[test]
 fn radius_codec_corpus() {
     replay("radius_codec", radius_codec::check);
+}
+
+#[test]
+fn spool_segment_corpus() {
+    replay("spool_segment", spool_segment::check);
 }

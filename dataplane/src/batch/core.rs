@@ -727,7 +727,7 @@ mod tests {
         let mut sim = Sim::new(config());
         let start = sim.now;
         // Key 0 is over its shard's limit for the first 30 s.
-        let mut throttle = |ids: &[u32], now: Instant| {
+        let throttle = |ids: &[u32], now: Instant| {
             BatchOutcome::PerRecord(
                 ids.iter()
                     .map(|id| {

@@ -59,6 +59,9 @@ impl SpoolReader {
     /// own bytes). A corrupt record in a segment is logged and counted
     /// (`SpoolStats::corrupt_skipped`) and the rest of that segment skipped:
     /// the frames after it cannot be located reliably.
+    // Not an Iterator: a read can fail, and `None` means "caught up for
+    // now", not "finished" — the next commit makes `next` return more.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<SpoolRecord>, SpoolError> {
         loop {
             match self.plan() {

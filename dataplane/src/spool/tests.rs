@@ -258,7 +258,7 @@ async fn spool_torn_segment_header_starts_the_segment_over() {
     }
     // A crash while creating the next segment leaves a short header.
     let next = segment_path(dir.path(), 3);
-    fs::write(&next, &[b'S', b'G', b'S']).unwrap();
+    fs::write(&next, b"SGS").unwrap();
     let (spool, report) = Spool::open(dir.path(), opts(1 << 20, 300, WhenFull::Refuse)).unwrap();
     assert_eq!(report.truncated_bytes, 3);
     assert_eq!(report.corrupt, None);
