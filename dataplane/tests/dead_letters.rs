@@ -22,7 +22,7 @@ use simgate::sinks::{BatchLimits, BatchOutcome, RecordOutcome, Sink, SinkFuture,
 use simgate_control::{Config, Credential, Destination};
 use tokio::process::Command;
 
-const RESOURCE_URL: &str = "https://kinesis.us-east-1.amazonaws.com/s";
+const RESOURCE_URL: &str = common::FUNNEL_RESOURCE_URL;
 
 /// Rejects every record until told to accept; counts what it accepted.
 #[derive(Default)]
@@ -89,42 +89,7 @@ impl SinkFactory for Factory {
 }
 
 fn config(dir: &Path) -> Config {
-    let text = format!(
-        r#"
-data_dir = {dir:?}
-{listen}
-[funnel]
-linger_ms = 5
-retry_base_ms = 5
-retry_max_ms = 50
-
-[[operators]]
-id = "OP0000000001"
-
-[[credentials]]
-id = "c"
-type = "aws"
-access_key_id = "x"
-secret_access_key = "y"
-
-[[groups]]
-id = "g"
-[groups.funnel]
-credentials_id = "c"
-destination = {{ service = "kinesis", resource_url = "{RESOURCE_URL}" }}
-
-[[subscribers]]
-imsi = "001010000000001"
-group_id = "g"
-
-[[sessions]]
-ip = "127.0.0.1"
-imsi = "001010000000001"
-"#,
-        dir = dir.display().to_string(),
-        listen = common::LISTEN_ANY_PORT,
-    );
-    Config::parse(&text).unwrap()
+    common::funnel_config(dir, "")
 }
 
 struct Running {

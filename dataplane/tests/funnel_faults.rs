@@ -120,43 +120,7 @@ impl SinkFactory for Factory {
 }
 
 fn config(dir: &std::path::Path, extra_funnel: &str) -> Config {
-    let text = format!(
-        r#"
-data_dir = {dir:?}
-{listen}
-[funnel]
-linger_ms = 5
-retry_base_ms = 5
-retry_max_ms = 50
-{extra_funnel}
-
-[[operators]]
-id = "OP0000000001"
-
-[[credentials]]
-id = "c"
-type = "aws"
-access_key_id = "x"
-secret_access_key = "y"
-
-[[groups]]
-id = "g"
-[groups.funnel]
-credentials_id = "c"
-destination = {{ service = "kinesis", resource_url = "https://kinesis.us-east-1.amazonaws.com/s" }}
-
-[[subscribers]]
-imsi = "001010000000001"
-group_id = "g"
-
-[[sessions]]
-ip = "127.0.0.1"
-imsi = "001010000000001"
-"#,
-        dir = dir.display().to_string(),
-        listen = common::LISTEN_ANY_PORT,
-    );
-    Config::parse(&text).unwrap()
+    common::funnel_config(dir, extra_funnel)
 }
 
 fn local() -> IpAddr {

@@ -197,3 +197,48 @@ pub async fn metric(run: &Running, name: &str, parts: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The resource URL of [`funnel_config`]'s destination.
+pub const FUNNEL_RESOURCE_URL: &str = "https://kinesis.us-east-1.amazonaws.com/s";
+
+/// One SIM (`001010000000001` at 127.0.0.1) in a group whose Funnel goes to
+/// a Kinesis destination, for tests that inject their own sink; fast retries.
+/// `extra_funnel` is added to the `[funnel]` table.
+pub fn funnel_config(dir: &std::path::Path, extra_funnel: &str) -> Config {
+    let text = format!(
+        r#"
+data_dir = {dir:?}
+{LISTEN_ANY_PORT}
+[funnel]
+linger_ms = 5
+retry_base_ms = 5
+retry_max_ms = 50
+{extra_funnel}
+
+[[operators]]
+id = "OP0000000001"
+
+[[credentials]]
+id = "c"
+type = "aws"
+access_key_id = "x"
+secret_access_key = "y"
+
+[[groups]]
+id = "g"
+[groups.funnel]
+credentials_id = "c"
+destination = {{ service = "kinesis", resource_url = "{FUNNEL_RESOURCE_URL}" }}
+
+[[subscribers]]
+imsi = "001010000000001"
+group_id = "g"
+
+[[sessions]]
+ip = "127.0.0.1"
+imsi = "001010000000001"
+"#,
+        dir = dir.display().to_string(),
+    );
+    Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}

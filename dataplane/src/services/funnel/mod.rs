@@ -118,6 +118,18 @@ struct QueueEntry {
     queue: Arc<DestinationQueue>,
 }
 
+impl QueueEntry {
+    /// Whether the sink was built with this very credential (the snapshot
+    /// gives a changed credential a new `Arc`).
+    fn built_with(&self, credential: Option<&Arc<Credential>>) -> bool {
+        match (&self.credential, credential) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
 /// The Funnel service: destination queues, created on first use.
 pub struct Funnel {
     /// Read on every message, written once per new destination.
@@ -281,14 +293,7 @@ impl Funnel {
             queues.get(&config.destination).and_then(|v| {
                 v.iter()
                     .find(|e| e.credentials_id == config.credentials_id)
-                    .map(|e| {
-                        let same = match (&e.credential, credential) {
-                            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                            (None, None) => true,
-                            _ => false,
-                        };
-                        (same, Arc::clone(&e.queue))
-                    })
+                    .map(|e| (e.built_with(credential), Arc::clone(&e.queue)))
             })
         };
         if let Some((true, q)) = find(&self.queues.read().unwrap_or_else(PoisonError::into_inner)) {
@@ -315,12 +320,7 @@ impl Funnel {
             .iter_mut()
             .find(|e| e.credentials_id == key.credentials_id)
         {
-            let same = match (&e.credential, credential) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if !same {
+            if !e.built_with(credential) {
                 let sink = self.build_sink(&key.destination, credential)?;
                 e.sink.store(Arc::new(sink));
                 e.credential = credential.cloned();
