@@ -65,7 +65,10 @@ impl DeadLetter {
 #[derive(Debug)]
 pub struct DeadLetterStore {
     dir: PathBuf,
-    lock: Mutex<()>,
+    /// Guards the files, and holds the number of letters stored once it has
+    /// been counted (kept up to date by append and retain, so a metrics
+    /// scrape never reads the files).
+    lock: Mutex<Option<usize>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DeadLetterError + '_ {
@@ -79,7 +82,7 @@ impl DeadLetterStore {
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
-            lock: Mutex::new(()),
+            lock: Mutex::new(None),
         }
     }
 
@@ -96,7 +99,7 @@ impl DeadLetterStore {
         if letters.is_empty() {
             return Ok(());
         }
-        let _g = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut count = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let path = self.file(destination_id);
         let mut text = Vec::new();
@@ -125,7 +128,24 @@ impl DeadLetterStore {
         }
         f.write_all(&text).map_err(io_err(&path))?;
         f.sync_data().map_err(io_err(&path))?;
+        if let Some(n) = count.as_mut() {
+            *n += letters.len();
+        }
         Ok(())
+    }
+
+    /// How many dead letters are stored, all destinations together.
+    pub fn stored(&self) -> Result<usize, DeadLetterError> {
+        let mut count = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = *count {
+            return Ok(n);
+        }
+        let mut n = 0;
+        for id in self.destination_ids()? {
+            n += self.read(&id)?.len();
+        }
+        *count = Some(n);
+        Ok(n)
     }
 
     /// Every dead letter, per destination id, oldest first.
@@ -191,7 +211,9 @@ impl DeadLetterStore {
         &self,
         mut keep: impl FnMut(&str, &DeadLetter) -> bool,
     ) -> Result<usize, DeadLetterError> {
-        let _g = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut count = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // Recounted on the next `stored`.
+        *count = None;
         let mut removed = 0;
         for id in self.destination_ids()? {
             let letters = self.read(&id)?;

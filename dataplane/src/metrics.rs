@@ -103,6 +103,7 @@ pub struct Metrics {
     pub funnel_request_seconds: HistogramFamily<KindLabels>,
     pub funnel_delivery_seconds: HistogramFamily<KindLabels>,
     pub funnel_dead_letters: Family<SinkResultLabels, Counter>,
+    pub funnel_dead_letters_stored: Gauge<i64, AtomicI64>,
     pub funnel_window: Family<SinkLabels, Gauge<i64, AtomicI64>>,
     pub spool_bytes: Family<SinkLabels, Gauge<i64, AtomicI64>>,
     pub spool_records: Family<SinkLabels, Gauge<i64, AtomicI64>>,
@@ -139,6 +140,7 @@ impl Metrics {
             funnel_request_seconds: Family::new_with_constructor(latency_histogram),
             funnel_delivery_seconds: Family::new_with_constructor(latency_histogram),
             funnel_dead_letters: Family::default(),
+            funnel_dead_letters_stored: Gauge::default(),
             funnel_window: Family::default(),
             spool_bytes: Family::default(),
             spool_records: Family::default(),
@@ -219,6 +221,11 @@ impl Metrics {
             "funnel_dead_letters",
             "Records dead-lettered (kept with their reason, not delivered), by reason",
             m.funnel_dead_letters.clone(),
+        );
+        registry.register(
+            "funnel_dead_letters_stored",
+            "Dead letters in the store now (all destinations; replay or purge to empty it)",
+            m.funnel_dead_letters_stored.clone(),
         );
         registry.register(
             "funnel_window",

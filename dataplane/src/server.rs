@@ -204,6 +204,7 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
         let state = ApiState {
             metrics: Arc::clone(&metrics),
             plane: Arc::clone(&plane),
+            dead_letters: Arc::clone(&services.funnel.dead_letters),
         };
         let app = api::router(state, Arc::clone(&services));
         let listener = tokio::net::TcpListener::bind(addr)

@@ -191,6 +191,26 @@ impl Running {
         (status, next, json)
     }
 
+    /// `simgate_funnel_dead_letters_stored` from `/metrics`.
+    async fn stored_metric(&self) -> u64 {
+        let (status, _, body) = common::http_request(
+            local(),
+            self.srv.bound.api.unwrap(),
+            "GET",
+            "localhost",
+            "/metrics",
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200);
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix("simgate_funnel_dead_letters_stored "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the gauge is exported")
+    }
+
     async fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let token = self.token();
         let (status, _, json) = self.api(method, path, Some(&token), body).await;
@@ -331,6 +351,7 @@ async fn rejected_records_are_listed_replayed_once_and_purged() {
         .await;
     assert_eq!(report, json!({"replayed": 0, "failed": 0}));
     assert_eq!(run.stored(), 5);
+    assert_eq!(run.stored_metric().await, 5);
 
     // The sink is fixed: a replay (no body: every dead letter) delivers
     // each exactly once and empties the store.
@@ -373,6 +394,7 @@ async fn rejected_records_are_listed_replayed_once_and_purged() {
         .await;
     assert_eq!(purged, json!({"purged": 3}));
     assert_eq!(run.stored(), 0);
+    assert_eq!(run.stored_metric().await, 0);
     assert_eq!(
         run.ok("GET", "/v1/funnel/dead_letters", None).await,
         json!([])

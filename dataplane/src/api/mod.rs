@@ -13,6 +13,7 @@ use axum::Router;
 use simgate_control::api::ApiError;
 use simgate_control::ControlPlane;
 
+use crate::dead_letters::DeadLetterStore;
 use crate::metrics::Metrics;
 use crate::services::funnel::dead_letter_api;
 use crate::services::harvest;
@@ -23,6 +24,7 @@ use crate::services::Services;
 pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub plane: Arc<ControlPlane>,
+    pub dead_letters: Arc<DeadLetterStore>,
 }
 
 /// The whole control router.
@@ -44,6 +46,15 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         .metrics
         .sessions
         .set(state.plane.sessions.len() as i64);
+    match state.dead_letters.stored() {
+        Ok(n) => {
+            state
+                .metrics
+                .funnel_dead_letters_stored
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count dead letters"),
+    }
     (
         [(
             header::CONTENT_TYPE,
