@@ -114,6 +114,7 @@ fn snapshot(n: u32) -> Snapshot {
             name: "bench".into(),
             funnel: None,
             harvest: HarvestConfig::default(),
+            beam: Default::default(),
             tags: Default::default(),
             configuration: Default::default(),
         }),

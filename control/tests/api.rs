@@ -611,7 +611,9 @@ async fn funnel_configuration_and_write_only_credentials() {
     let cred = &snap.credentials[&"kinesis-demo"
         .parse::<simgate_control::CredentialId>()
         .unwrap()];
-    let simgate_control::CredentialKind::Aws(aws) = &cred.kind;
+    let simgate_control::CredentialKind::Aws(aws) = &cred.kind else {
+        panic!("{cred:?}")
+    };
     assert_eq!(aws.secret_access_key.expose(), secret);
     drop(snap);
 
@@ -914,7 +916,10 @@ async fn everything_survives_a_restart_with_an_empty_config() {
     assert_eq!(g2.funnel.as_ref().unwrap().credentials_id.as_str(), "kin");
     assert_eq!(g2.configuration["SoracomEndorse"]["enabled"], json!(true));
     let simgate_control::CredentialKind::Aws(aws) =
-        &snap.credentials[&"kin".parse::<simgate_control::CredentialId>().unwrap()].kind;
+        &snap.credentials[&"kin".parse::<simgate_control::CredentialId>().unwrap()].kind
+    else {
+        panic!("kin is not an AWS credential")
+    };
     assert_eq!(aws.secret_access_key.expose(), "SK");
     drop(snap);
 

@@ -514,7 +514,9 @@ async fn credentials_take_the_secret_from_the_environment_and_never_show_it() {
         .plane
         .credential(&simgate_control::CredentialId::parse("kinesis-demo").unwrap())
         .unwrap();
-    let simgate_control::CredentialKind::Aws(aws) = &cred.value.kind;
+    let simgate_control::CredentialKind::Aws(aws) = &cred.value.kind else {
+        panic!("{cred:?}")
+    };
     assert_eq!(aws.secret_access_key.expose(), secret);
 
     // Without the flag or the variable: a usage error, nothing sent.

@@ -7,6 +7,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+#[path = "../../fuzz/checks/beam_tcp_line.rs"]
+mod beam_tcp_line;
 #[path = "../../fuzz/checks/config_toml.rs"]
 mod config_toml;
 #[path = "../../fuzz/checks/funnel_envelope.rs"]
@@ -105,4 +107,9 @@ fn radius_codec_corpus() {
 #[test]
 fn spool_segment_corpus() {
     replay("spool_segment", spool_segment::check);
+}
+
+#[test]
+fn beam_tcp_line_corpus() {
+    replay("beam_tcp_line", beam_tcp_line::check);
 }

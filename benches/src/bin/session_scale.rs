@@ -349,6 +349,7 @@ fn snapshot(n: u32) -> anyhow::Result<Snapshot> {
             name: "bench".into(),
             funnel: None,
             harvest: HarvestConfig::default(),
+            beam: Default::default(),
             tags: Default::default(),
             configuration: Default::default(),
         }),

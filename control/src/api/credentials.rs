@@ -11,18 +11,23 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{blocking, ApiError, ApiJson, ApiPath, ErrorBody};
-use crate::model::{AwsCredentials, Credential, CredentialId, CredentialKind, Secret};
+use crate::model::{
+    AwsCredentials, Credential, CredentialId, CredentialKind, PskCredentials, Secret,
+    X509Credentials,
+};
 use crate::plane::ControlPlane;
 use crate::store::Stamped;
 
 const AWS_CREDENTIALS: &str = "aws-credentials";
 
-/// The non-secret part of a credential set.
-#[derive(Debug, Serialize, ToSchema)]
+/// The non-secret part of a credential set: the AWS access key id; nothing
+/// for `psk` and `x509` (keys are secret, certificates are not echoed).
+#[derive(Debug, Default, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PublicCredentials {
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "AKIAIOSFODNN7EXAMPLE")]
-    pub(crate) access_key_id: String,
+    pub(crate) access_key_id: Option<String>,
 }
 
 /// A credential set as listed.
@@ -31,6 +36,7 @@ pub(crate) struct PublicCredentials {
 pub(crate) struct CredentialView {
     #[schema(example = "kinesis-demo")]
     pub(crate) credentials_id: String,
+    /// `aws-credentials`, `psk` or `x509`.
     #[serde(rename = "type")]
     #[schema(example = "aws-credentials")]
     pub(crate) kind: String,
@@ -43,13 +49,16 @@ pub(crate) struct CredentialView {
 
 impl From<&Stamped<Credential>> for CredentialView {
     fn from(c: &Stamped<Credential>) -> Self {
-        let CredentialKind::Aws(aws) = &c.value.kind;
+        let credentials = match &c.value.kind {
+            CredentialKind::Aws(aws) => PublicCredentials {
+                access_key_id: Some(aws.access_key_id.clone()),
+            },
+            CredentialKind::Psk(_) | CredentialKind::X509(_) => PublicCredentials::default(),
+        };
         Self {
             credentials_id: c.value.id.to_string(),
-            kind: AWS_CREDENTIALS.to_owned(),
-            credentials: PublicCredentials {
-                access_key_id: aws.access_key_id.clone(),
-            },
+            kind: c.value.kind.type_name().to_owned(),
+            credentials,
             created_at: c.created_at,
             last_modified_at: c.last_modified_at,
         }
@@ -66,18 +75,116 @@ pub(crate) struct AwsCredentialsIn {
     pub(crate) session_token: Option<String>,
 }
 
+/// A pre-shared key as sent (`type` `psk`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PskCredentialsIn {
+    pub(crate) key: String,
+}
+
+/// A client certificate as sent (`type` `x509`): PEM texts.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct X509CredentialsIn {
+    /// CA bundle that verifies the upstream server; optional.
+    #[serde(default)]
+    pub(crate) ca: Option<String>,
+    pub(crate) cert: String,
+    pub(crate) key: String,
+}
+
 /// `PUT /v1/credentials/{id}` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PutCredential {
-    /// `aws-credentials` (the only type so far).
+    /// `aws-credentials`, `psk` or `x509`.
     #[serde(rename = "type")]
     #[schema(example = "aws-credentials")]
     pub(crate) kind: String,
     /// Accepted for SORACOM compatibility; not stored.
     #[serde(default, rename = "description")]
     pub(crate) _description: Option<String>,
-    pub(crate) credentials: AwsCredentialsIn,
+    /// `{accessKeyId, secretAccessKey, sessionToken?}` (aws),
+    /// `{key}` (psk) or `{ca?, cert, key}` (x509).
+    #[schema(value_type = Object)]
+    pub(crate) credentials: serde_json::Value,
+}
+
+/// Largest PEM text accepted in an `x509` credential.
+const MAX_PEM: usize = 64 * 1024;
+
+fn credentials_of<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    v: serde_json::Value,
+) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| {
+        // Serde quotes unexpected values ("invalid type: string \"…\""), which
+        // may be a secret: only messages about field names are passed on.
+        let msg = e.to_string();
+        let shown = if msg.starts_with("unknown field") || msg.starts_with("missing field") {
+            msg
+        } else {
+            "must be an object of strings".to_owned()
+        };
+        ApiError::bad_request(format!("credentials of type {kind}: {shown}"))
+    })
+}
+
+fn check_pem(what: &str, pem: &str, label: &str) -> Result<(), ApiError> {
+    if pem.len() > MAX_PEM || !pem.contains("-----BEGIN ") || !pem.contains(label) {
+        return Err(ApiError::bad_request(format!(
+            "x509 credentials: {what} must be PEM ({label}), at most {MAX_PEM} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The typed credential set a request describes; checks what it can.
+fn credential_kind(kind: &str, v: serde_json::Value) -> Result<CredentialKind, ApiError> {
+    match kind {
+        AWS_CREDENTIALS | "aws" => {
+            let c: AwsCredentialsIn = credentials_of(kind, v)?;
+            if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
+                return Err(ApiError::bad_request(
+                    "credentials need accessKeyId and secretAccessKey",
+                ));
+            }
+            Ok(CredentialKind::Aws(AwsCredentials {
+                access_key_id: c.access_key_id,
+                secret_access_key: Secret::new(c.secret_access_key),
+                session_token: c.session_token.map(Secret::new),
+            }))
+        }
+        "psk" => {
+            let c: PskCredentialsIn = credentials_of(kind, v)?;
+            if c.key.is_empty() || c.key.len() > 1024 {
+                return Err(ApiError::bad_request(
+                    "psk credentials need a key of 1 to 1024 bytes",
+                ));
+            }
+            Ok(CredentialKind::Psk(PskCredentials {
+                key: Secret::new(c.key),
+            }))
+        }
+        "x509" => {
+            let c: X509CredentialsIn = credentials_of(kind, v)?;
+            check_pem("cert", &c.cert, "CERTIFICATE")?;
+            check_pem("key", &c.key, "PRIVATE KEY")?;
+            let ca = c.ca.filter(|ca| !ca.trim().is_empty());
+            if let Some(ca) = &ca {
+                check_pem("ca", ca, "CERTIFICATE")?;
+            }
+            Ok(CredentialKind::X509(X509Credentials {
+                ca,
+                cert: c.cert,
+                key: Secret::new(c.key),
+            }))
+        }
+        other => Err(ApiError::bad_request(format!(
+            "unsupported credentials type {:?}; supported: {AWS_CREDENTIALS}, psk, x509",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
 }
 
 fn id_param(s: &str) -> Result<CredentialId, ApiError> {
@@ -126,25 +233,9 @@ pub(crate) async fn put_credential(
     ApiJson(req): ApiJson<PutCredential>,
 ) -> Result<Response, ApiError> {
     let id = id_param(&id)?;
-    if req.kind != AWS_CREDENTIALS && req.kind != "aws" {
-        return Err(ApiError::bad_request(format!(
-            "unsupported credentials type {:?}; supported: {AWS_CREDENTIALS}",
-            req.kind.chars().take(64).collect::<String>()
-        )));
-    }
-    let c = req.credentials;
-    if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
-        return Err(ApiError::bad_request(
-            "credentials need accessKeyId and secretAccessKey",
-        ));
-    }
     let cred = Credential {
         id,
-        kind: CredentialKind::Aws(AwsCredentials {
-            access_key_id: c.access_key_id,
-            secret_access_key: Secret::new(c.secret_access_key),
-            session_token: c.session_token.map(Secret::new),
-        }),
+        kind: credential_kind(&req.kind, req.credentials)?,
     };
     let (stored, created) = blocking(&plane, move |p| p.put_credential(cred)).await?;
     let status = if created {
@@ -155,7 +246,7 @@ pub(crate) async fn put_credential(
     Ok((status, Json(CredentialView::from(&stored))).into_response())
 }
 
-/// Delete a credential set no group's Funnel uses.
+/// Delete a credential set no group's Funnel or Beam uses.
 #[utoipa::path(delete, path = "/v1/credentials/{credentials_id}", tag = "Credential",
     params(("credentials_id" = String, Path, description = "Credentials id")),
     responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),

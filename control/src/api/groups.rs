@@ -122,6 +122,7 @@ pub(crate) async fn create_group(
         name,
         funnel: None,
         harvest: HarvestConfig::default(),
+        beam: Default::default(),
         tags: req.tags,
         configuration: BTreeMap::new(),
     };
@@ -165,8 +166,17 @@ pub(crate) async fn delete_group(
 /// `destination` (`{provider, service, resourceUrl, endpoint?}`),
 /// `credentialsId` (must exist), `payloadsOnly`, `contentType`
 /// (`auto`/`json`/`binary`); destination and credentialsId are required
-/// (send them together). `SoracomAir`, `SoracomBeam`, `SoracomEndorse`,
-/// `SoracomFunk`, `UnifiedEndpoint`: stored as given.
+/// (send them together). `SoracomBeam`: one key per entry point
+/// (`http://beam.soracom.io:8888/<path>`, `http://beam.soracom.io:18080`,
+/// `tcp://beam.soracom.io:8023`, `udp://beam.soracom.io:23080`,
+/// `tcp://beam.soracom.io:23080`, `mqtt://beam.soracom.io:1883`), each value
+/// an entry (`name`, `destination`, `enabled`, `addSubscriberHeader`,
+/// `addEquipmentHeader`, `addMsisdnHeader`, `addSimIdHeader`, `addSignature`,
+/// `psk`, `customHeaders`, `skipStatusCode`, `username`, `password`
+/// (write-only), `useClientCert`, `clientCerts`) replacing the one there;
+/// destinations are checked by entry type and fixed `$credentialsId`s must
+/// exist. `SoracomAir`, `SoracomEndorse`, `SoracomFunk`, `UnifiedEndpoint`:
+/// stored as given.
 #[utoipa::path(put, path = "/v1/groups/{group_id}/configuration/{namespace}", tag = "Group",
     params(("group_id" = String, Path, description = "Group id"),
         ("namespace" = String, Path, description = "SoracomAir, SoracomBeam, SoracomFunnel, SoracomHarvest, SoracomEndorse, SoracomFunk or UnifiedEndpoint")),

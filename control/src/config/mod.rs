@@ -38,6 +38,9 @@ pub struct Config {
     pub harvest: HarvestSettings,
     #[serde(default)]
     pub ingress: IngressSettings,
+    /// Outbound connections (Beam upstreams and Funnel sinks).
+    #[serde(default)]
+    pub upstream: UpstreamSettings,
     /// RADIUS accounting (sessions from the packet gateway).
     #[serde(default)]
     pub radius: crate::radius::RadiusConfig,
@@ -133,6 +136,43 @@ impl Default for IngressSettings {
             tcp_max_message: 65_536,
             tcp_idle_timeout_ms: 300_000,
             tcp_max_connections: 10_000,
+        }
+    }
+}
+
+/// Outbound connections: Beam upstreams and Funnel sinks. Certificates are
+/// always verified, against the system roots, the PEM bundle named by
+/// `SSL_CERT_FILE` (if set) and `ca_file` (if set); there is no way to turn
+/// verification off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// Extra trusted CA certificates (PEM), added to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// TCP connect (all resolved addresses together).
+    pub connect_timeout_ms: u64,
+    /// TLS handshake, after the TCP connection is up.
+    pub tls_timeout_ms: u64,
+    /// From the request sent to the response headers received.
+    pub response_timeout_ms: u64,
+    /// Idle keep-alive connections are closed after this long.
+    pub pool_idle_timeout_ms: u64,
+    /// Idle keep-alive connections kept per upstream host (and per client
+    /// certificate).
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            connect_timeout_ms: 5_000,
+            tls_timeout_ms: 5_000,
+            response_timeout_ms: 30_000,
+            // AWS and most load balancers drop idle connections after about
+            // a minute; closing first avoids sending on a dying connection.
+            pool_idle_timeout_ms: 50_000,
+            pool_max_idle_per_host: 64,
         }
     }
 }
@@ -286,6 +326,26 @@ impl Config {
                     return invalid(format!("group {}: unknown operator {op}", g.id));
                 }
             }
+            if let Err(e) = g.beam.validate() {
+                return invalid(format!("group {}: beam: {e}", g.id));
+            }
+            for (id, expected) in g.beam.fixed_credentials_typed() {
+                match self.credentials.iter().find(|c| c.id == id) {
+                    None => {
+                        return invalid(format!(
+                            "group {}: beam credentials {id} are not declared in [[credentials]]",
+                            g.id
+                        ))
+                    }
+                    Some(c) if c.kind.type_name() != expected => {
+                        return invalid(format!(
+                            "group {}: beam credentials {id} must be of type {expected}",
+                            g.id
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
         }
         let mut imsis = HashMap::new();
         for s in &self.subscribers {
@@ -316,6 +376,13 @@ impl Config {
         }
         if self.funnel.max_attempts == 0 || self.funnel.max_in_flight == 0 {
             return invalid("funnel.max_attempts and max_in_flight must be positive".into());
+        }
+        let u = &self.upstream;
+        if u.connect_timeout_ms == 0 || u.tls_timeout_ms == 0 || u.response_timeout_ms == 0 {
+            return invalid(
+                "upstream.connect_timeout_ms, tls_timeout_ms and response_timeout_ms must be positive"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -386,6 +453,49 @@ mod tests {
     }
 
     #[test]
+    fn groups_carry_beam_entries() {
+        let c = Config::parse(
+            r#"
+[[credentials]]
+id = "beam-psk"
+type = "psk"
+key = "topsecret"
+
+[[groups]]
+id = "g"
+
+[groups.beam."http://beam.soracom.io:8888/"]
+destination = "https://example.com/"
+enabled = true
+addSubscriberHeader = true
+addSignature = true
+psk = { "$credentialsId" = "beam-psk" }
+
+[groups.beam."tcp://beam.soracom.io:8023"]
+destination = "tcps://example.com:9000"
+enabled = true
+"#,
+        )
+        .unwrap();
+        let g = &c.groups[0];
+        assert_eq!(g.beam.entries.len(), 2);
+        let (prefix, e) = g.beam.http_entries().next().unwrap();
+        assert_eq!(prefix, "/");
+        assert!(e.add_signature);
+        // Checked as the API checks them.
+        let e = Config::parse(
+            "[[groups]]\nid = \"g\"\n[groups.beam.\"tcp://beam.soracom.io:8023\"]\ndestination = \"https://x/\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("tcps://"), "{e}");
+        let e = Config::parse(
+            "[[groups]]\nid = \"g\"\n[groups.beam.\"http://beam.soracom.io:8888/\"]\ndestination = \"https://x/\"\npsk = { \"$credentialsId\" = \"nope\" }\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_and_dangling_references_are_refused() {
         assert!(Config::parse("nonsense = 1").is_err());
         let e = Config::parse("[[subscribers]]\nimsi = \"001010000000001\"\ngroup_id = \"nope\"\n")
@@ -398,5 +508,24 @@ mod tests {
         assert!(e.to_string().contains("unknown operator"), "{e}");
         let e = Config::parse("[[subscribers]]\nimsi = \"12\"\n").unwrap_err();
         assert!(e.to_string().contains("IMSI"), "{e}");
+    }
+
+    #[test]
+    fn upstream_settings() {
+        let c = Config::embedded_default();
+        assert_eq!(c.upstream, UpstreamSettings::default());
+        let c = Config::parse(
+            "[upstream]\nca_file = \"/etc/simgate/ca.pem\"\nresponse_timeout_ms = 1500\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.upstream.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/simgate/ca.pem"))
+        );
+        assert_eq!(c.upstream.response_timeout_ms, 1500);
+        assert_eq!(c.upstream.connect_timeout_ms, 5_000);
+        // No switch to turn verification off, and unknown keys are refused.
+        assert!(Config::parse("[upstream]\ninsecure = true\n").is_err());
+        assert!(Config::parse("[upstream]\nconnect_timeout_ms = 0\n").is_err());
     }
 }

@@ -54,6 +54,43 @@ pub enum CredentialKind {
     /// AWS access key (SORACOM type `aws-credentials`).
     #[serde(alias = "aws-credentials")]
     Aws(AwsCredentials),
+    /// Pre-shared key (SORACOM type `psk`): signs Beam requests.
+    Psk(PskCredentials),
+    /// Client certificate (SORACOM type `x509`): Beam's upstream mTLS.
+    X509(X509Credentials),
+}
+
+impl CredentialKind {
+    /// The SORACOM `type` of the credential set.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Aws(_) => "aws-credentials",
+            Self::Psk(_) => "psk",
+            Self::X509(_) => "x509",
+        }
+    }
+}
+
+/// A pre-shared key, as `{"type":"psk","credentials":{"key":"…"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PskCredentials {
+    pub key: Secret,
+}
+
+/// A client certificate, as
+/// `{"type":"x509","credentials":{"ca":"PEM","cert":"PEM","key":"PEM"}}`.
+/// Only the private key is secret; the certificates are kept as given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509Credentials {
+    /// CA bundle (PEM) that verifies the upstream server, when not a public one.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Client certificate chain (PEM).
+    pub cert: String,
+    /// Private key (PEM).
+    pub key: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,5 +123,36 @@ mod tests {
             assert!(!out.contains("tok-123"), "{out}");
             assert!(out.contains("AKIDEXAMPLE"));
         }
+        for kind in [
+            CredentialKind::Psk(PskCredentials {
+                key: Secret::new("wJalrXUtnFEMI"),
+            }),
+            CredentialKind::X509(X509Credentials {
+                ca: None,
+                cert: "-----BEGIN CERTIFICATE-----".into(),
+                key: Secret::new("wJalrXUtnFEMI"),
+            }),
+        ] {
+            let c = Credential {
+                id: CredentialId::parse("k").unwrap(),
+                kind,
+            };
+            let dbg = format!("{c:?}");
+            let json = serde_json::to_string(&c).unwrap();
+            for out in [dbg, json] {
+                assert!(!out.contains("wJalrXUtnFEMI"), "{out}");
+            }
+        }
+    }
+
+    #[test]
+    fn config_file_types_parse() {
+        let c: Credential =
+            serde_json::from_str(r#"{"id":"p","type":"psk","key":"topsecret"}"#).unwrap();
+        let CredentialKind::Psk(p) = &c.kind else {
+            panic!("{c:?}")
+        };
+        assert_eq!(p.key.expose(), "topsecret");
+        assert_eq!(c.kind.type_name(), "psk");
     }
 }

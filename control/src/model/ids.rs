@@ -236,9 +236,55 @@ id_type!(
     CredentialId, "CredentialId", Shared, |s| check_name("credentials id", s)
 );
 
+impl Imei {
+    /// The 15-digit IMEI, as SORACOM shows it (`X-Soracom-IMEI`, the Funnel
+    /// envelope's `imei`): from a 16-digit IMEISV or a 14-digit IMEI, the
+    /// first 14 digits (TAC + serial) and their Luhn check digit.
+    pub fn imei15(&self) -> std::borrow::Cow<'_, str> {
+        let s = self.as_str();
+        match s.get(..14) {
+            Some(body) if s.len() != 15 => {
+                std::borrow::Cow::Owned(format!("{body}{}", luhn_check_digit(body)))
+            }
+            _ => std::borrow::Cow::Borrowed(s),
+        }
+    }
+}
+
+/// The Luhn check digit of a string of ASCII digits.
+fn luhn_check_digit(digits: &str) -> u8 {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b.wrapping_sub(b'0') % 10);
+            if i % 2 == 0 {
+                let dd = d * 2;
+                dd / 10 + dd % 10
+            } else {
+                d
+            }
+        })
+        .sum();
+    ((10 - sum % 10) % 10) as u8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imei15_from_imeisv_and_short_imei() {
+        // 49015420323751 has check digit 8 (the usual Luhn example).
+        for s in ["490154203237518", "4901542032375101", "49015420323751"] {
+            assert_eq!(Imei::parse(s).unwrap().imei15(), "490154203237518", "{s}");
+        }
+        assert_eq!(
+            Imei::parse("353000000000001").unwrap().imei15(),
+            "353000000000001"
+        );
+    }
 
     #[test]
     fn imsi_accepts_15_digits_only() {

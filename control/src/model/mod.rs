@@ -1,6 +1,7 @@
 //! What simgate knows about: operators, groups with per-service configuration,
 //! subscribers (SIMs) and credentials.
 
+mod beam;
 mod credential;
 mod ids;
 
@@ -8,7 +9,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use credential::{AwsCredentials, Credential, CredentialKind, Secret};
+pub use beam::{
+    split_destination, BeamConfig, BeamEntry, BeamEntryPoint, CredentialsRef, CustomHeader,
+    DestinationParts, HeaderAction, IMSI_PLACEHOLDER,
+};
+pub use credential::{
+    AwsCredentials, Credential, CredentialKind, PskCredentials, Secret, X509Credentials,
+};
 pub use ids::{CredentialId, GroupId, IdError, Imei, Imsi, Msisdn, OperatorId, SimId};
 
 /// An account that owns SIMs and groups.
@@ -34,12 +41,17 @@ pub struct Group {
     pub funnel: Option<FunnelConfig>,
     #[serde(default)]
     pub harvest: HarvestConfig,
+    /// Beam entry points (namespace `SoracomBeam`), keyed by entry URL.
+    /// Left out of the stored record when empty, so groups without Beam
+    /// are written as before.
+    #[serde(default, skip_serializing_if = "BeamConfig::is_empty")]
+    pub beam: BeamConfig,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     /// Configuration namespaces simgate does not model yet (`SoracomAir`,
-    /// `SoracomBeam`, `SoracomEndorse`, …): namespace → key → value, kept
-    /// verbatim so they round-trip through the API. `SoracomFunnel` and
-    /// `SoracomHarvest` live in the typed fields above, never here.
+    /// `SoracomEndorse`, …): namespace → key → value, kept verbatim so they
+    /// round-trip through the API. `SoracomFunnel`, `SoracomHarvest` and
+    /// `SoracomBeam` live in the typed fields above, never here.
     #[serde(default)]
     pub configuration: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }

@@ -7,6 +7,7 @@
 //! IP ([`SessionTable`]); an identity lookup is one probe there plus two map
 //! lookups in the snapshot.
 
+mod credentials;
 mod sessions;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::model::{
     SubscriberStatus,
 };
 
+pub use credentials::{resolve_credentials_ref, resolve_psk, resolve_x509, CredentialRefError};
 pub use sessions::{canonical_ip, Session, SessionTable};
 
 /// Persistent (structurally shared) map: cloning a snapshot to change one

@@ -2,8 +2,10 @@
 //! (`PUT /v1/groups/{id}/configuration/{namespace}` with
 //! `[{"key":…,"value":…}]`).
 //!
-//! Namespaces simgate models (`SoracomFunnel`, `SoracomHarvest`) are mapped
-//! onto the typed [`FunnelConfig`] and [`HarvestConfig`](crate::model::HarvestConfig) and validated; the
+//! Namespaces simgate models (`SoracomFunnel`, `SoracomHarvest`,
+//! `SoracomBeam`) are mapped onto the typed [`FunnelConfig`],
+//! [`HarvestConfig`](crate::model::HarvestConfig) and
+//! [`BeamConfig`](crate::model::BeamConfig) and validated; the
 //! others are kept verbatim in [`Group::configuration`] so they round-trip
 //! until a service reads them. Pure functions: no store, no clock.
 
@@ -14,7 +16,8 @@ use serde_json::{json, Map, Value};
 
 use super::StoreError;
 use crate::model::{
-    CredentialId, Destination, FunnelConfig, FunnelContentType, Group, SinkService,
+    BeamEntry, BeamEntryPoint, CredentialId, Destination, FunnelConfig, FunnelContentType, Group,
+    SinkService,
 };
 
 /// Longest configuration key accepted in an unmodelled namespace.
@@ -61,7 +64,7 @@ impl Namespace {
 
     /// Whether the namespace lives in typed fields of [`Group`].
     pub fn is_modelled(self) -> bool {
-        matches!(self, Self::Funnel | Self::Harvest)
+        matches!(self, Self::Funnel | Self::Harvest | Self::Beam)
     }
 }
 
@@ -84,7 +87,7 @@ pub fn check_verbatim(group: &Group) -> Result<(), StoreError> {
         let parsed = namespace(ns)?;
         if parsed.is_modelled() {
             return Err(StoreError::Invalid(format!(
-                "group {}: {ns} is set with the typed `funnel`/`harvest` settings, not `configuration`",
+                "group {}: {ns} is set with the typed `funnel`/`harvest`/`beam` settings, not `configuration`",
                 group.id
             )));
         }
@@ -126,6 +129,25 @@ pub fn put(
             let mut map = group.funnel.as_ref().map(funnel_to_map).unwrap_or_default();
             map.extend(entries);
             group.funnel = Some(funnel_from_map(&map, credential_exists)?);
+            Ok(())
+        }
+        Namespace::Beam => {
+            // Each key is one entry point; its value replaces the entry, as
+            // SORACOM does. All are checked before any is set.
+            let mut parsed = Vec::with_capacity(entries.len());
+            for (key, value) in entries {
+                let (point, entry) = beam_entry(&key, value)?;
+                for id in entry.credential_refs().filter_map(|r| r.fixed()) {
+                    if !credential_exists(&id) {
+                        return Err(StoreError::Invalid(format!(
+                            "SoracomBeam: {point}: credentials {id} do not exist \
+                             (PUT /v1/credentials/{id} first)"
+                        )));
+                    }
+                }
+                parsed.push((point, entry));
+            }
+            group.beam.entries.extend(parsed);
             Ok(())
         }
         _ => {
@@ -174,6 +196,15 @@ pub fn delete(group: &mut Group, ns: Namespace, key: &str) -> Result<(), StoreEr
             };
             Ok(())
         }
+        Namespace::Beam => {
+            let point = BeamEntryPoint::parse(key).map_err(|_| missing())?;
+            group
+                .beam
+                .entries
+                .remove(&point)
+                .map(drop)
+                .ok_or_else(missing)
+        }
         _ => {
             let values = group
                 .configuration
@@ -204,7 +235,28 @@ pub fn render(group: &Group) -> BTreeMap<String, BTreeMap<String, Value>> {
     if let Some(f) = &group.funnel {
         out.insert(Namespace::Funnel.as_str().to_owned(), funnel_to_map(f));
     }
+    if !group.beam.is_empty() {
+        out.insert(Namespace::Beam.as_str().to_owned(), group.beam.render());
+    }
     out
+}
+
+/// One `SoracomBeam` key and value, parsed and checked (credentials not
+/// looked up).
+pub fn beam_entry(key: &str, value: Value) -> Result<(BeamEntryPoint, BeamEntry), StoreError> {
+    let invalid = |m: String| StoreError::Invalid(format!("SoracomBeam: {m}"));
+    let point = BeamEntryPoint::parse(key).map_err(invalid)?;
+    let entry: BeamEntry = serde_json::from_value(value).map_err(|e| {
+        invalid(format!(
+            "{point}: {e} (fields: name, destination, enabled, addSubscriberHeader, \
+             addEquipmentHeader, addMsisdnHeader, addSimIdHeader, addSignature, psk, \
+             customHeaders, skipStatusCode, username, password, useClientCert, clientCerts, version)"
+        ))
+    })?;
+    entry
+        .validate(&point)
+        .map_err(|e| invalid(format!("{point}: {e}")))?;
+    Ok((point, entry))
 }
 
 fn funnel_to_map(f: &FunnelConfig) -> BTreeMap<String, Value> {
@@ -361,6 +413,7 @@ mod tests {
             name: String::new(),
             funnel: None,
             harvest: Default::default(),
+            beam: Default::default(),
             tags: Default::default(),
             configuration: Default::default(),
         }
@@ -484,6 +537,69 @@ mod tests {
             let r = put(&mut g, Namespace::Funnel, kv(bad.clone()), &|_| true);
             assert!(matches!(r, Err(StoreError::Invalid(_))), "{bad}: {r:?}");
             assert!(g.funnel.is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn beam_entries_are_typed_validated_and_rendered() {
+        let mut g = group();
+        let entries = kv(json!({
+            "http://beam.soracom.io:8888/api": {"name": "api", "destination": "https://example.com/",
+                "enabled": true, "addSubscriberHeader": true, "addSignature": true,
+                "psk": {"$credentialsId": "psk-#{imsi}"}},
+            "mqtt://beam.soracom.io:1883": {"destination": "mqtts://broker:8883", "enabled": true,
+                "useClientCert": true, "clientCerts": {"default": {"$credentialsId": "cert"}},
+                "password": "hunter2"},
+        }));
+        // A fixed credential id must exist; a per-IMSI one cannot be checked.
+        let e = put(&mut g, Namespace::Beam, entries.clone(), &|_| false).unwrap_err();
+        assert!(e.to_string().contains("cert"), "{e}");
+        assert!(g.beam.is_empty());
+        put(&mut g, Namespace::Beam, entries, &|c| c.as_str() == "cert").unwrap();
+        assert_eq!(g.beam.entries.len(), 2);
+        assert!(g.configuration.is_empty());
+        let r = render(&g);
+        let beam = &r["SoracomBeam"];
+        assert_eq!(
+            beam["http://beam.soracom.io:8888/api"]["psk"]["$credentialsId"],
+            "psk-#{imsi}"
+        );
+        assert!(!serde_json::to_string(&r).unwrap().contains("hunter2"));
+        // A PUT replaces one entry and keeps the others.
+        put(
+            &mut g,
+            Namespace::Beam,
+            kv(json!({"http://beam.soracom.io:8888/api": {"destination": "http://other/"}})),
+            &|_| true,
+        )
+        .unwrap();
+        assert_eq!(g.beam.entries.len(), 2);
+        assert!(
+            !g.beam.http_entries().any(|_| true),
+            "replaced by a disabled one"
+        );
+        delete(&mut g, Namespace::Beam, "http://beam.soracom.io:8888/api").unwrap();
+        assert!(matches!(
+            delete(&mut g, Namespace::Beam, "http://beam.soracom.io:8888/api"),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            delete(&mut g, Namespace::Beam, "nonsense"),
+            Err(StoreError::NotFound { .. })
+        ));
+        for bad in [
+            json!({"http://beam.soracom.io:8888/": {"destination": "tcps://h:1"}}),
+            json!({"tcp://beam.soracom.io:8023": {"destination": "https://h/"}}),
+            json!({"mqtt://beam.soracom.io:1883": {"destination": "mqtts://h", "useClientCert": true}}),
+            json!({"udp://beam.soracom.io:23080": {"destination": "https://h", "addSignature": true}}),
+            json!({"http://beam.soracom.io:8888/": {"destination": "https://h", "unknown": 1}}),
+            json!({"http://elsewhere:8888/": {"destination": "https://h"}}),
+            json!({"http://beam.soracom.io:8888/": "https://h"}),
+        ] {
+            let mut h = group();
+            let r = put(&mut h, Namespace::Beam, kv(bad.clone()), &|_| true);
+            assert!(matches!(r, Err(StoreError::Invalid(_))), "{bad}: {r:?}");
+            assert!(h.beam.is_empty(), "{bad}");
         }
     }
 

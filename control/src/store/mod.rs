@@ -1,7 +1,7 @@
 //! The control plane's persistent store: one redb file,
 //! `{data_dir}/control.redb`.
 //!
-//! Layout (schema version 1, see [`schema`]): a `meta` table (`&str → u64`:
+//! Layout (schema version 2, see [`schema`]): a `meta` table (`&str → u64`:
 //! `schema_version`, `seeded_at`) and one table per entity, each `&str →
 //! JSON bytes`:
 //!
@@ -10,7 +10,7 @@
 //! | `operators`   | operator id    | the [`Operator`]                                         |
 //! | `groups`      | group id       | `{"value": Group, "createdAt", "lastModifiedAt"}`       |
 //! | `subscribers` | IMSI           | `{"value": Subscriber, "createdAt", "lastModifiedAt"}`  |
-//! | `credentials` | credentials id | type, access key id, **secret** (the gateway's own store) |
+//! | `credentials` | credentials id | type (`aws-credentials`, `psk`, `x509`) and its fields, **secrets included** (the gateway's own store) |
 //! | `sessions`    | IP address     | static session: imsi, imei, msisdn, createdAt           |
 //! | `tokens`      | token name     | `{"sha256": hex, "createdAt"}` — never the token        |
 //!
@@ -347,7 +347,8 @@ mod tests {
         );
         let msg = e.to_string();
         assert!(
-            msg.contains("schema version 2") && msg.contains("up to 1"),
+            msg.contains(&format!("schema version {}", SCHEMA_VERSION + 1))
+                && msg.contains(&format!("up to {SCHEMA_VERSION}")),
             "{msg}"
         );
     }

@@ -15,7 +15,8 @@ use super::state::{StaticSession, TokenRecord};
 use super::token::TokenDigest;
 use super::{Stamped, StoreError};
 use crate::model::{
-    AwsCredentials, Credential, CredentialId, CredentialKind, Imei, Imsi, Msisdn, Secret,
+    AwsCredentials, Credential, CredentialId, CredentialKind, Imei, Imsi, Msisdn, PskCredentials,
+    Secret, X509Credentials,
 };
 
 /// A stamped entity as written: `{"value":…,"createdAt":…,"lastModifiedAt":…}`.
@@ -70,31 +71,62 @@ pub(crate) fn decode<T: DeserializeOwned>(
 
 /// A credential set with its secrets in clear: this is the gateway's own
 /// store, which must be able to use them. Never returned by the API or logged.
+///
+/// `aws-credentials` records are written exactly as in schema version 1;
+/// `psk` and `x509` arrived with version 2.
 #[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CredentialRecord {
-    #[serde(rename = "type")]
-    kind: String,
-    access_key_id: String,
-    secret_access_key: String,
-    #[serde(default)]
-    session_token: Option<String>,
-    created_at: u64,
-    last_modified_at: u64,
+#[serde(tag = "type", deny_unknown_fields)]
+enum CredentialRecord {
+    #[serde(rename = "aws-credentials", rename_all = "camelCase")]
+    Aws {
+        access_key_id: String,
+        secret_access_key: String,
+        #[serde(default)]
+        session_token: Option<String>,
+        created_at: u64,
+        last_modified_at: u64,
+    },
+    #[serde(rename = "psk", rename_all = "camelCase")]
+    Psk {
+        key: String,
+        created_at: u64,
+        last_modified_at: u64,
+    },
+    #[serde(rename = "x509", rename_all = "camelCase")]
+    X509 {
+        #[serde(default)]
+        ca: Option<String>,
+        cert: String,
+        key: String,
+        created_at: u64,
+        last_modified_at: u64,
+    },
 }
 
-const AWS_CREDENTIALS: &str = "aws-credentials";
-
 pub(crate) fn encode_credential(c: &Stamped<Credential>) -> Result<Vec<u8>, StoreError> {
-    let CredentialKind::Aws(aws) = &c.value.kind;
-    Ok(serde_json::to_vec(&CredentialRecord {
-        kind: AWS_CREDENTIALS.to_owned(),
-        access_key_id: aws.access_key_id.clone(),
-        secret_access_key: aws.secret_access_key.expose().to_owned(),
-        session_token: aws.session_token.as_ref().map(|s| s.expose().to_owned()),
-        created_at: c.created_at,
-        last_modified_at: c.last_modified_at,
-    })?)
+    let (created_at, last_modified_at) = (c.created_at, c.last_modified_at);
+    let record = match &c.value.kind {
+        CredentialKind::Aws(aws) => CredentialRecord::Aws {
+            access_key_id: aws.access_key_id.clone(),
+            secret_access_key: aws.secret_access_key.expose().to_owned(),
+            session_token: aws.session_token.as_ref().map(|s| s.expose().to_owned()),
+            created_at,
+            last_modified_at,
+        },
+        CredentialKind::Psk(p) => CredentialRecord::Psk {
+            key: p.key.expose().to_owned(),
+            created_at,
+            last_modified_at,
+        },
+        CredentialKind::X509(x) => CredentialRecord::X509 {
+            ca: x.ca.clone(),
+            cert: x.cert.clone(),
+            key: x.key.expose().to_owned(),
+            created_at,
+            last_modified_at,
+        },
+    };
+    Ok(serde_json::to_vec(&record)?)
 }
 
 pub(crate) fn decode_credential(
@@ -102,27 +134,59 @@ pub(crate) fn decode_credential(
     key: &str,
     bytes: &[u8],
 ) -> Result<Stamped<Credential>, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
+    let r: CredentialRecord = decode(table, key, bytes)?;
+    let id = CredentialId::parse(key).map_err(|e| StoreError::Corrupt {
         table,
         key: key.to_owned(),
-        reason,
-    };
-    let r: CredentialRecord = decode(table, key, bytes)?;
-    if r.kind != AWS_CREDENTIALS {
-        return Err(corrupt(format!("unknown credential type {:?}", r.kind)));
-    }
-    let id = CredentialId::parse(key).map_err(|e| corrupt(e.to_string()))?;
-    Ok(Stamped {
-        value: Arc::new(Credential {
-            id,
-            kind: CredentialKind::Aws(AwsCredentials {
-                access_key_id: r.access_key_id,
-                secret_access_key: Secret::new(r.secret_access_key),
-                session_token: r.session_token.map(Secret::new),
+        reason: e.to_string(),
+    })?;
+    let (kind, created_at, last_modified_at) = match r {
+        CredentialRecord::Aws {
+            access_key_id,
+            secret_access_key,
+            session_token,
+            created_at,
+            last_modified_at,
+        } => (
+            CredentialKind::Aws(AwsCredentials {
+                access_key_id,
+                secret_access_key: Secret::new(secret_access_key),
+                session_token: session_token.map(Secret::new),
             }),
-        }),
-        created_at: r.created_at,
-        last_modified_at: r.last_modified_at,
+            created_at,
+            last_modified_at,
+        ),
+        CredentialRecord::Psk {
+            key,
+            created_at,
+            last_modified_at,
+        } => (
+            CredentialKind::Psk(PskCredentials {
+                key: Secret::new(key),
+            }),
+            created_at,
+            last_modified_at,
+        ),
+        CredentialRecord::X509 {
+            ca,
+            cert,
+            key,
+            created_at,
+            last_modified_at,
+        } => (
+            CredentialKind::X509(X509Credentials {
+                ca,
+                cert,
+                key: Secret::new(key),
+            }),
+            created_at,
+            last_modified_at,
+        ),
+    };
+    Ok(Stamped {
+        value: Arc::new(Credential { id, kind }),
+        created_at,
+        last_modified_at,
     })
 }
 
@@ -222,9 +286,43 @@ mod tests {
             last_modified_at: 2,
         };
         let bytes = encode_credential(&c).unwrap();
+        // The version 1 shape, unchanged.
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "aws-credentials", "accessKeyId": "AKID",
+                "secretAccessKey": "s3cr3t", "sessionToken": null,
+                "createdAt": 1, "lastModifiedAt": 2})
+        );
         let back = decode_credential("credentials", "kin", &bytes).unwrap();
         assert_eq!(back.value, c.value);
         assert_eq!(back.last_modified_at, 2);
+        for kind in [
+            CredentialKind::Psk(PskCredentials {
+                key: Secret::new("topsecret"),
+            }),
+            CredentialKind::X509(X509Credentials {
+                ca: Some("CA PEM".into()),
+                cert: "CERT PEM".into(),
+                key: Secret::new("KEY PEM"),
+            }),
+        ] {
+            let c = Stamped {
+                value: Arc::new(Credential {
+                    id: CredentialId::parse("k").unwrap(),
+                    kind,
+                }),
+                created_at: 3,
+                last_modified_at: 4,
+            };
+            let bytes = encode_credential(&c).unwrap();
+            let back = decode_credential("credentials", "k", &bytes).unwrap();
+            assert_eq!(back.value, c.value);
+            assert_eq!((back.created_at, back.last_modified_at), (3, 4));
+        }
+        let e =
+            decode_credential("credentials", "k", br#"{"type":"gcp","createdAt":1}"#).unwrap_err();
+        assert!(e.to_string().contains("credentials/k"), "{e}");
     }
 
     #[test]

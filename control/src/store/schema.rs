@@ -8,10 +8,11 @@
 
 use redb::{ReadableTable as _, TableDefinition, WriteTransaction};
 
+use super::configuration::{self, Namespace};
 use super::StoreError;
 
 /// The version this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 pub(crate) const KEY_SCHEMA_VERSION: &str = "schema_version";
@@ -34,7 +35,7 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 /// `MIGRATIONS[i]` migrates version `i` to `i + 1`; version 0 is an empty
 /// file. Append a step (and bump [`SCHEMA_VERSION`]) for each new version;
 /// never edit a released one.
-const MIGRATIONS: &[Migration] = &[v0_to_v1];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2];
 
 /// Version 1: one table per entity, JSON values (see `records.rs`).
 fn v0_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -47,6 +48,64 @@ fn v0_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
         TOKENS,
     ] {
         txn.open_table(def)?;
+    }
+    Ok(())
+}
+
+/// Version 2: Beam is typed. Groups carry `SoracomBeam` in a `beam` field
+/// (entry URL → entry) instead of verbatim in `configuration`, and
+/// credentials may be `psk` or `x509` as well as `aws-credentials`. A
+/// version 1 simgate could read neither, hence the new version.
+///
+/// Version 1 kept `SoracomBeam` as given, unchecked: entries that are valid
+/// move to `beam`; an entry that is not (an unknown key, a bad destination)
+/// cannot be served, and is dropped with a warning naming the group, key
+/// and reason — refusing to open the store over it would stop every SIM.
+fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut groups = txn.open_table(GROUPS)?;
+    let mut rewritten = Vec::new();
+    for row in groups.iter()? {
+        let (k, v) = row?;
+        let key = k.value().to_owned();
+        let mut record: serde_json::Value =
+            serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                table: "groups",
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+        let Some(verbatim) = record
+            .pointer_mut("/value/configuration")
+            .and_then(serde_json::Value::as_object_mut)
+            .and_then(|c| c.remove(Namespace::Beam.as_str()))
+        else {
+            continue;
+        };
+        let mut beam = serde_json::Map::new();
+        for (entry_key, value) in verbatim.as_object().into_iter().flatten() {
+            match configuration::beam_entry(entry_key, value.clone()) {
+                Ok((point, entry)) => {
+                    beam.insert(point.key(), serde_json::to_value(&entry)?);
+                }
+                Err(e) => tracing::warn!(
+                    group = %key,
+                    key = %entry_key,
+                    error = %e,
+                    "control store migration: SoracomBeam entry dropped, it is not valid"
+                ),
+            }
+        }
+        if let Some(value) = record
+            .get_mut("value")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            if !beam.is_empty() {
+                value.insert("beam".into(), serde_json::Value::Object(beam));
+            }
+        }
+        rewritten.push((key, serde_json::to_vec(&record)?));
+    }
+    for (key, bytes) in rewritten {
+        groups.insert(key.as_str(), bytes.as_slice())?;
     }
     Ok(())
 }
@@ -103,6 +162,7 @@ mod tests {
         assert!(check(0, 1).is_ok());
         assert!(check(1, 1).is_ok());
         assert_eq!(check(2, 1), Err((2, 1)));
+        assert_eq!(check(3, 2), Err((3, 2)));
     }
 
     #[test]
@@ -113,9 +173,56 @@ mod tests {
         assert_eq!(read_version(&txn).unwrap(), 0);
         migrate(&txn, 0, 1).unwrap();
         assert_eq!(read_version(&txn).unwrap(), 1);
-        assert!(migrate(&txn, 1, 2).is_err());
-        assert!(migrate(&txn, 1, 0).is_err());
-        migrate(&txn, 1, 1).unwrap();
+        migrate(&txn, 1, 2).unwrap();
+        assert_eq!(read_version(&txn).unwrap(), 2);
+        assert!(migrate(&txn, 2, 3).is_err());
+        assert!(migrate(&txn, 2, 0).is_err());
+        migrate(&txn, 2, 2).unwrap();
         txn.commit().unwrap();
+    }
+
+    #[test]
+    fn v1_verbatim_beam_moves_to_the_typed_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("m.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        migrate(&txn, 0, 1).unwrap();
+        let v1 = serde_json::json!({
+            "value": {"id": "g", "operator_id": null, "name": "", "funnel": null,
+                "harvest": {"enabled": false}, "tags": {},
+                "configuration": {
+                    "SoracomAir": {"userdata": "u"},
+                    "SoracomBeam": {
+                        "tcp://beam.soracom.io:8023": {"destination": "tcps://h:9000", "enabled": true,
+                            "password": "p"},
+                        "http://beam.soracom.io:8888/": {"destination": "https://h/", "enabled": true},
+                        "bogus": {"destination": "https://h/"}
+                    }}},
+            "createdAt": 1, "lastModifiedAt": 2});
+        txn.open_table(GROUPS)
+            .unwrap()
+            .insert("g", serde_json::to_vec(&v1).unwrap().as_slice())
+            .unwrap();
+        migrate(&txn, 1, 2).unwrap();
+        let bytes = txn
+            .open_table(GROUPS)
+            .unwrap()
+            .get("g")
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        let g: crate::model::Group = serde_json::from_value(
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["value"].clone(),
+        )
+        .unwrap();
+        // The TCP entry's password is MQTT-only: not valid, dropped.
+        assert_eq!(g.beam.entries.len(), 1, "{:?}", g.beam);
+        assert!(g
+            .beam
+            .http_entries()
+            .any(|(p, e)| p == "/" && e.destination == "https://h/"));
+        assert!(!g.configuration.contains_key("SoracomBeam"));
+        assert_eq!(g.configuration["SoracomAir"]["userdata"], "u");
     }
 }

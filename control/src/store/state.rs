@@ -428,6 +428,24 @@ impl<'a> Edit<'a> {
                 )));
             }
         }
+        g.beam
+            .validate()
+            .map_err(|e| StoreError::Invalid(format!("group {}: SoracomBeam: {e}", g.id)))?;
+        for (id, expected) in g.beam.fixed_credentials_typed() {
+            let Some(c) = self.next.credentials.get(&id) else {
+                return Err(StoreError::Invalid(format!(
+                    "group {}: Beam credentials {id} do not exist",
+                    g.id
+                )));
+            };
+            let found = c.value.kind.type_name();
+            if found != expected {
+                return Err(StoreError::Invalid(format!(
+                    "group {}: Beam credentials {id} are of type {found}, {expected} is needed",
+                    g.id
+                )));
+            }
+        }
         configuration::check_verbatim(g)?;
         check_tags(&g.tags)
     }
@@ -534,7 +552,8 @@ impl<'a> Edit<'a> {
         Ok((new, created))
     }
 
-    /// Removes a credential set no group's Funnel uses.
+    /// Removes a credential set no group's Funnel or Beam names. (A Beam
+    /// reference with `#{imsi}` names no one set: those may be deleted.)
     pub(crate) fn delete_credential(&mut self, id: &CredentialId) -> Result<(), StoreError> {
         if !self.next.credentials.contains_key(id) {
             return Err(not_found("credentials", id));
@@ -544,6 +563,7 @@ impl<'a> Edit<'a> {
                 .funnel
                 .as_ref()
                 .is_some_and(|f| &f.credentials_id == id)
+                || g.value.beam.fixed_credentials().any(|c| &c == id)
         }) {
             return Err(StoreError::Conflict(format!(
                 "credentials {id} are used by group {}",
@@ -689,6 +709,7 @@ mod tests {
             name: String::new(),
             funnel: None,
             harvest: Default::default(),
+            beam: Default::default(),
             tags: Default::default(),
             configuration: Default::default(),
         }

@@ -1,6 +1,7 @@
 //! Device-facing services, each named as SORACOM names it, and the routing of
 //! one device message to the services its SIM's group enables.
 
+pub mod beam;
 pub mod funnel;
 pub mod harvest;
 

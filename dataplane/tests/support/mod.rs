@@ -2,4 +2,9 @@
 //! processes and stopped when their guard drops.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub(crate) mod certs;
 pub(crate) mod kinesalite;
+pub(crate) mod mosquitto;
+pub(crate) mod nginx;
+pub(crate) mod process;
+pub(crate) mod tls_echo;
