@@ -12,3 +12,4 @@ pub mod server;
 pub mod services;
 pub mod sinks;
 pub mod spool;
+pub mod upstream;

@@ -18,6 +18,7 @@ use crate::services::funnel::Funnel;
 use crate::services::harvest::{self, HarvestStore};
 use crate::services::{Entry, Services};
 use crate::sinks::factory::{DefaultSinkFactory, SinkFactory};
+use crate::upstream::Upstream;
 
 /// Addresses actually bound (ports resolved when the config said 0).
 #[derive(Debug, Clone, Default)]
@@ -53,7 +54,12 @@ impl std::fmt::Debug for Server {
 
 /// Starts simgate with the real sinks.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    start_with(config, Arc::new(DefaultSinkFactory)).await
+    // Reads the system roots and the CA files: off the async workers.
+    let settings = config.upstream.clone();
+    let upstream = tokio::task::spawn_blocking(move || Upstream::new(&settings))
+        .await?
+        .context("cannot set up outbound TLS ([upstream])")?;
+    start_with(config, Arc::new(DefaultSinkFactory::new(upstream))).await
 }
 
 /// Starts simgate with the given sink factory (tests inject faults here).

@@ -8,6 +8,7 @@ use simgate_control::{Credential, CredentialKind, Destination, SinkService};
 use super::kinesis::{parse_resource_url, KinesisSink};
 use super::null::NullSink;
 use super::Sink;
+use crate::upstream::Upstream;
 
 /// The endpoint value that selects the in-process null sink (benchmarks).
 pub const NULL_ENDPOINT: &str = "null:";
@@ -22,9 +23,18 @@ pub trait SinkFactory: Send + Sync + 'static {
     ) -> Result<Arc<dyn Sink>, String>;
 }
 
-/// The real sinks.
-#[derive(Debug, Default)]
-pub struct DefaultSinkFactory;
+/// The real sinks, connecting through one [`Upstream`] (shared roots,
+/// timeouts and connection pools).
+#[derive(Debug, Clone)]
+pub struct DefaultSinkFactory {
+    upstream: Upstream,
+}
+
+impl DefaultSinkFactory {
+    pub fn new(upstream: Upstream) -> Self {
+        Self { upstream }
+    }
+}
 
 impl SinkFactory for DefaultSinkFactory {
     fn build(
@@ -47,9 +57,15 @@ impl SinkFactory for DefaultSinkFactory {
                 let Some(CredentialKind::Aws(aws)) = credential.map(|c| &c.kind) else {
                     return Err("kinesis needs AWS credentials (type = \"aws\")".to_owned());
                 };
-                let sink =
-                    KinesisSink::new(&endpoint, region, stream, aws.clone(), request_timeout)
-                        .map_err(|e| e.to_string())?;
+                let sink = KinesisSink::with_upstream(
+                    &self.upstream,
+                    &endpoint,
+                    region,
+                    stream,
+                    aws.clone(),
+                    request_timeout,
+                )
+                .map_err(|e| e.to_string())?;
                 Ok(Arc::new(sink))
             }
             other => Err(format!(

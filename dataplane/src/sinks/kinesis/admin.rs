@@ -12,6 +12,7 @@ use simgate_control::AwsCredentials;
 
 use super::client::{AwsJsonClient, AwsResponse, KinesisConfigError};
 use crate::sinks::SinkError;
+use crate::upstream::Upstream;
 
 /// GetRecords answers up to 10 MiB of data, base64-encoded in JSON.
 const MAX_ADMIN_RESPONSE: usize = 32 << 20;
@@ -52,14 +53,23 @@ pub struct KinesisAdmin {
 }
 
 impl KinesisAdmin {
+    /// A client with the process-wide default [`Upstream`].
     pub fn new(
         endpoint: &str,
         region: String,
         credentials: AwsCredentials,
         request_timeout: Duration,
     ) -> Result<Self, KinesisConfigError> {
+        let upstream = Upstream::shared_default()?;
         Ok(Self {
-            api: AwsJsonClient::new(endpoint, region, "kinesis", &credentials, request_timeout)?,
+            api: AwsJsonClient::new(
+                &upstream,
+                endpoint,
+                region,
+                "kinesis",
+                &credentials,
+                request_timeout,
+            )?,
         })
     }
 

@@ -3,7 +3,6 @@
 //! sends one PutRecords per batch.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
@@ -12,25 +11,19 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::{BodyExt as _, Limited};
 use simgate_control::AwsCredentials;
 
 use super::request::{self, ResourceUrlError};
 use crate::sinks::{
     BatchLimits, BatchOutcome, FailureKind, Sink, SinkError, SinkFuture, SinkRecord,
 };
+use crate::upstream::error::error_chain;
+use crate::upstream::{full_body, HttpClient, Upstream, UpstreamConfigError, UpstreamError};
 
 /// Largest PutRecords response we read: 500 results with error messages are
 /// well under 200 KiB; anything bigger is not Kinesis talking.
 const MAX_PUT_RECORDS_RESPONSE: usize = 1 << 20;
-
-/// Idle keep-alive connections are closed after this long; AWS front ends
-/// drop idle connections after about a minute anyway.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// Why a Kinesis client could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +39,8 @@ pub enum KinesisConfigError {
     InvalidStreamName(String),
     #[error(transparent)]
     ResourceUrl(#[from] ResourceUrlError),
-    #[error("TLS configuration: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamConfigError),
 }
 
 /// A response of the AWS JSON protocol, read completely.
@@ -65,8 +58,6 @@ impl AwsResponse {
         request::classify_error(self.status.as_u16(), self.error_type.as_deref(), &self.body)
     }
 }
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A client for one AWS service endpoint speaking the JSON protocol
 /// (`POST /`, `X-Amz-Target`), signing every request with SigV4 at the time
@@ -98,10 +89,10 @@ impl fmt::Debug for AwsJsonClient {
 }
 
 impl AwsJsonClient {
-    /// `endpoint` is `http://` (emulators) or `https://` (certificates are
-    /// verified against the system roots, or the webpki roots if the system
-    /// has none); only its scheme and authority are used.
+    /// `endpoint` is `http://` (emulators) or `https://` (verified as
+    /// `upstream` verifies); only its scheme and authority are used.
     pub(crate) fn new(
+        upstream: &Upstream,
         endpoint: &str,
         region: String,
         service: &'static str,
@@ -155,7 +146,7 @@ impl AwsJsonClient {
         .into();
 
         Ok(Self {
-            http: http_client(timeout)?,
+            http: upstream.http().clone(),
             uri,
             host,
             region,
@@ -166,9 +157,9 @@ impl AwsJsonClient {
     }
 
     /// Sends one signed request and reads the whole response (at most
-    /// `max_response` bytes of body). Timeouts, connection and transport
-    /// errors are [`FailureKind::Transient`]; the HTTP status is left to the
-    /// caller.
+    /// `max_response` bytes of body). Timeouts, connection, TLS and
+    /// transport errors are [`FailureKind::Transient`] (labelled as
+    /// [`UpstreamError::label`]); the HTTP status is left to the caller.
     pub(crate) async fn call(
         &self,
         target: &str,
@@ -188,17 +179,14 @@ impl AwsJsonClient {
 
     async fn send(
         &self,
-        req: Request<Full<Bytes>>,
+        req: Request<Bytes>,
         max_response: usize,
     ) -> Result<AwsResponse, SinkError> {
-        let resp = self.http.request(req).await.map_err(|e| {
-            let reason = if e.is_connect() { "connect" } else { "http" };
-            SinkError {
-                kind: FailureKind::Transient,
-                reason,
-                message: error_chain(&e),
-            }
-        })?;
+        let resp = self
+            .http
+            .request(req.map(full_body))
+            .await
+            .map_err(transport_failure)?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, max_response)
             .collect()
@@ -234,7 +222,7 @@ impl AwsJsonClient {
         target: &str,
         body: Bytes,
         now: SystemTime,
-    ) -> Result<Request<Full<Bytes>>, SinkError> {
+    ) -> Result<Request<Bytes>, SinkError> {
         let signing_failed = |message: String| SinkError {
             kind: FailureKind::Permanent,
             reason: "signing",
@@ -249,7 +237,7 @@ impl AwsJsonClient {
                 HeaderValue::from_static(request::CONTENT_TYPE),
             )
             .header("x-amz-target", target)
-            .body(Full::new(body.clone()))
+            .body(body.clone())
             .map_err(|e| signing_failed(format!("building request: {e}")))?;
 
         let params = SigningParams::builder()
@@ -280,62 +268,16 @@ impl AwsJsonClient {
     }
 }
 
-/// The TLS client configuration, built once per process: loading the system
-/// roots reads hundreds of files.
-fn tls_config() -> Result<rustls::ClientConfig, KinesisConfigError> {
-    static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
-    if let Some(c) = CONFIG.get() {
-        return Ok(c.clone());
+/// A failed exchange with the endpoint. Always [`FailureKind::Transient`],
+/// TLS failures included: a certificate problem breaks the destination, not
+/// the records, so they wait for it to be fixed (bounded by their age and
+/// the queue budget) instead of being dead-lettered one by one.
+fn transport_failure(e: UpstreamError) -> SinkError {
+    SinkError {
+        kind: FailureKind::Transient,
+        reason: e.label(),
+        message: e.message().to_owned(),
     }
-    // The provider is passed explicitly, so nothing depends on (or sets) a
-    // process-wide default.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = || {
-        rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| KinesisConfigError::Tls(e.to_string()))
-    };
-    let config = match builder()?.with_native_roots() {
-        Ok(b) => b.with_no_client_auth(),
-        Err(e) => {
-            tracing::warn!(error = %e, "no usable system root certificates; verifying TLS with the webpki roots");
-            builder()?.with_webpki_roots().with_no_client_auth()
-        }
-    };
-    Ok(CONFIG.get_or_init(|| config).clone())
-}
-
-fn http_client(connect_timeout: Duration) -> Result<HttpClient, KinesisConfigError> {
-    let mut http = HttpConnector::new();
-    // The HTTPS connector handles https://; plain http:// is for emulators.
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config()?)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(https))
-}
-
-/// `error: cause: root cause`, for messages (never contains credentials:
-/// transport errors do not carry headers).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.ends_with(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        source = cause.source();
-    }
-    s
 }
 
 /// Delivers batches to one Kinesis data stream with PutRecords.
@@ -350,9 +292,31 @@ pub struct KinesisSink {
 
 impl KinesisSink {
     /// A sink for `stream` at `endpoint` (`https://kinesis.{region}.amazonaws.com`
-    /// or an emulator's `http://127.0.0.1:4567`), signing for `region`.
+    /// or an emulator's `http://127.0.0.1:4567`), signing for `region`, with
+    /// the process-wide default [`Upstream`] (tools and tests).
     /// `request_timeout` bounds connect + request + response.
     pub fn new(
+        endpoint: &str,
+        region: String,
+        stream: String,
+        credentials: AwsCredentials,
+        request_timeout: Duration,
+    ) -> Result<Self, KinesisConfigError> {
+        let upstream = Upstream::shared_default()?;
+        Self::with_upstream(
+            &upstream,
+            endpoint,
+            region,
+            stream,
+            credentials,
+            request_timeout,
+        )
+    }
+
+    /// As [`KinesisSink::new`], connecting through `upstream` (its roots,
+    /// timeouts and connection pool).
+    pub fn with_upstream(
+        upstream: &Upstream,
         endpoint: &str,
         region: String,
         stream: String,
@@ -362,7 +326,14 @@ impl KinesisSink {
         if !request::is_valid_stream_name(&stream) {
             return Err(KinesisConfigError::InvalidStreamName(stream));
         }
-        let api = AwsJsonClient::new(endpoint, region, "kinesis", &credentials, request_timeout)?;
+        let api = AwsJsonClient::new(
+            upstream,
+            endpoint,
+            region,
+            "kinesis",
+            &credentials,
+            request_timeout,
+        )?;
         Ok(Self { api, stream })
     }
 
@@ -448,6 +419,7 @@ mod tests {
 
     fn client(endpoint: &str, token: Option<&str>) -> AwsJsonClient {
         AwsJsonClient::new(
+            &Upstream::shared_default().unwrap(),
             endpoint,
             "ap-northeast-1".into(),
             "kinesis",
@@ -457,7 +429,7 @@ mod tests {
         .unwrap()
     }
 
-    fn header<'a>(req: &'a Request<Full<Bytes>>, name: &str) -> &'a str {
+    fn header<'a>(req: &'a Request<Bytes>, name: &str) -> &'a str {
         req.headers().get(name).unwrap().to_str().unwrap()
     }
 
@@ -673,7 +645,7 @@ mod tests {
         match sink.put_batch(&records).await {
             BatchOutcome::Failed(e) => {
                 assert_eq!(e.kind, FailureKind::Transient);
-                assert_eq!(e.reason, "connect");
+                assert_eq!(e.reason, "connect_refused");
             }
             other => panic!("{other:?}"),
         }
