@@ -57,6 +57,23 @@ pub struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BeamLabels {
+    pub entry: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BeamErrorLabels {
+    pub entry: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BeamEntryLabels {
+    pub entry: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub sink: &'static str,
 }
@@ -112,6 +129,13 @@ pub struct Metrics {
     pub spool_truncated_bytes: Counter,
     pub harvest_append_seconds: Histogram,
     pub sessions: Gauge<i64, AtomicI64>,
+    /// Beam HTTP requests answered, by entry and status (`entry="none"`:
+    /// no enabled entry matched).
+    pub beam_requests: Family<BeamLabels, Counter>,
+    /// Beam upstream failures (answered 502/504), by entry and reason.
+    pub beam_upstream_errors: Family<BeamErrorLabels, Counter>,
+    /// Beam HTTP: time to the upstream's response headers (or failure).
+    pub beam_request_seconds: HistogramFamily<BeamEntryLabels>,
     /// Members of `service_requests` for the success answers, resolved once.
     served_ok: [[Counter; 3]; 2],
 }
@@ -149,6 +173,9 @@ impl Metrics {
             spool_truncated_bytes: Counter::default(),
             harvest_append_seconds: latency_histogram(),
             sessions: Gauge::default(),
+            beam_requests: Family::default(),
+            beam_upstream_errors: Family::default(),
+            beam_request_seconds: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
             served_ok: Default::default(),
         };
@@ -263,6 +290,21 @@ impl Metrics {
             m.harvest_append_seconds.clone(),
         );
         registry.register("sessions", "Bound IP sessions", m.sessions.clone());
+        registry.register(
+            "beam_requests",
+            "Beam HTTP requests answered, by entry and status (entry=\"none\": no entry matched)",
+            m.beam_requests.clone(),
+        );
+        registry.register(
+            "beam_upstream_errors",
+            "Beam upstream failures answered 502 or 504, by entry and reason",
+            m.beam_upstream_errors.clone(),
+        );
+        registry.register(
+            "beam_request_seconds",
+            "Beam HTTP: time from the device's request to the upstream's response headers",
+            m.beam_request_seconds.clone(),
+        );
         let ok = |service, status| {
             ["udp", "tcp", "http"].map(|protocol| {
                 member(
@@ -349,6 +391,28 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// Counts one Beam HTTP request answered with `status`.
+    pub fn beam_served(&self, entry: &str, status: u16) {
+        self.beam_requests
+            .get_or_create(&BeamLabels {
+                entry: entry.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// Counts and logs (once, at warn, naming the entry) a Beam upstream
+    /// failure.
+    pub fn beam_upstream_error(&self, entry: &str, error: &crate::upstream::UpstreamError) {
+        self.beam_upstream_errors
+            .get_or_create(&BeamErrorLabels {
+                entry: entry.to_owned(),
+                reason: error.label(),
+            })
+            .inc();
+        tracing::warn!(entry, reason = error.label(), error = %error, "Beam upstream failed");
     }
 
     /// Prometheus text exposition.

@@ -12,8 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::{self, ApiState};
-use crate::ingress::{self, http::HttpLimits, tcp::TcpLimits, udp::UdpOptions};
+use crate::ingress::http::{HttpLimits, HttpListener};
+use crate::ingress::{self, tcp::TcpLimits, udp::UdpOptions};
 use crate::metrics::Metrics;
+use crate::services::beam::http::BeamHttp;
 use crate::services::funnel::Funnel;
 use crate::services::harvest::{self, HarvestStore};
 use crate::services::{Entry, Services};
@@ -30,6 +32,10 @@ pub struct Bound {
     pub harvest_tcp: Option<SocketAddr>,
     pub api: Option<SocketAddr>,
     pub radius: Option<SocketAddr>,
+    /// Beam HTTP entry (:8888).
+    pub beam_http: Option<SocketAddr>,
+    /// Beam website entry (:18080).
+    pub beam_website: Option<SocketAddr>,
 }
 
 /// A running simgate.
@@ -59,11 +65,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let upstream = tokio::task::spawn_blocking(move || Upstream::new(&settings))
         .await?
         .context("cannot set up outbound TLS ([upstream])")?;
-    start_with(config, Arc::new(DefaultSinkFactory::new(upstream))).await
+    let factory = Arc::new(DefaultSinkFactory::new(upstream.clone()));
+    start_inner(config, factory, Some(upstream)).await
 }
 
 /// Starts simgate with the given sink factory (tests inject faults here).
+/// Beam sets up its outbound TLS on first use.
 pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow::Result<Server> {
+    start_inner(config, factory, None).await
+}
+
+async fn start_inner(
+    config: Config,
+    factory: Arc<dyn SinkFactory>,
+    upstream: Option<Upstream>,
+) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     // Opening the store may write (first start: seed, token); keep it off
@@ -113,6 +129,7 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
         funnel,
         harvest: Arc::clone(&harvest),
         metrics: Arc::clone(&metrics),
+        beam_http: BeamHttp::new(upstream, config.upstream.clone(), Arc::clone(&metrics)),
     });
 
     let mut listeners = JoinSet::new();
@@ -189,21 +206,35 @@ pub async fn start_with(config: Config, factory: Arc<dyn SinkFactory>) -> anyhow
             .with_context(|| format!("cannot bind TCP {addr}"))?,
         );
     }
-    if let Some(addr) = config.listen.http {
-        let limits = HttpLimits {
-            max_body: ing.http_max_body,
-            max_connections: ing.tcp_max_connections,
-            header_timeout: Duration::from_secs(30),
-        };
-        bound.http = Some(
+    let http_limits = HttpLimits {
+        max_body: ing.http_max_body,
+        max_connections: ing.tcp_max_connections,
+        header_timeout: Duration::from_secs(30),
+    };
+    for (addr, listener, slot) in [
+        (config.listen.http, HttpListener::Devices, &mut bound.http),
+        (
+            config.listen.beam_http,
+            HttpListener::BeamHttp,
+            &mut bound.beam_http,
+        ),
+        (
+            config.listen.beam_website,
+            HttpListener::BeamWebsite,
+            &mut bound.beam_website,
+        ),
+    ] {
+        let Some(addr) = addr else { continue };
+        *slot = Some(
             ingress::http::spawn(
                 addr,
-                limits,
+                listener,
+                http_limits,
                 Arc::clone(&services),
                 shutdown.clone(),
                 &mut listeners,
             )
-            .with_context(|| format!("cannot bind HTTP {addr}"))?,
+            .with_context(|| format!("cannot bind {} {addr}", listener.name()))?,
         );
     }
     if let Some(addr) = config.listen.api {

@@ -118,6 +118,8 @@ http = "127.0.0.1:{http}"
 unified = "127.0.0.1:{unified}"
 harvest = "127.0.0.1:{harvest}"
 api = "127.0.0.1:{api}"
+beam_http = "127.0.0.1:0"
+beam_website = "127.0.0.1:0"
 
 [radius]
 enabled = false

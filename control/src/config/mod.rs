@@ -79,6 +79,14 @@ pub struct Listeners {
     /// Control API, `/metrics` and the Harvest query API.
     #[serde(default = "Listeners::api_default")]
     pub api: Option<SocketAddr>,
+    /// Beam HTTP entry (SORACOM's `beam.soracom.io:8888`): the group's
+    /// `http://beam.soracom.io:8888/<path>` entries, by path prefix.
+    #[serde(default = "Listeners::beam_http_default")]
+    pub beam_http: Option<SocketAddr>,
+    /// Beam website entry (SORACOM's `beam.soracom.io:18080`): the whole
+    /// path appended to the destination.
+    #[serde(default = "Listeners::beam_website_default")]
+    pub beam_website: Option<SocketAddr>,
 }
 
 impl Listeners {
@@ -94,6 +102,12 @@ impl Listeners {
     fn api_default() -> Option<SocketAddr> {
         Some(SocketAddr::from(([127, 0, 0, 1], 7070)))
     }
+    fn beam_http_default() -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 8888)))
+    }
+    fn beam_website_default() -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 18080)))
+    }
 }
 
 impl Default for Listeners {
@@ -103,6 +117,8 @@ impl Default for Listeners {
             unified: Self::unified_default(),
             harvest: Self::harvest_default(),
             api: Self::api_default(),
+            beam_http: Self::beam_http_default(),
+            beam_website: Self::beam_website_default(),
         }
     }
 }

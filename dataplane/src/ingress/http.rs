@@ -1,5 +1,10 @@
-//! HTTP ingress (port 8080): routes by `Host` as SORACOM's `funnel.`,
-//! `harvest.`, `uni.` names do; any other Host is the Unified Endpoint.
+//! HTTP ingress. Port 8080 routes by `Host` as SORACOM's `funnel.`,
+//! `harvest.`, `beam.`, `uni.` names do; any other Host is the Unified
+//! Endpoint. Ports 8888 and 18080 are Beam's HTTP and website entries.
+//!
+//! Every request's sender is identified here, before its body is read;
+//! Funnel and Harvest then get the whole (limited) body, Beam the request
+//! itself, streamed ([`crate::services::beam::http`]).
 
 use std::convert::Infallible;
 use std::io;
@@ -9,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,8 +23,32 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::metrics::ListenerLabels;
+use crate::services::beam::http::{text as beam_text, HttpEntryPoint};
 use crate::services::funnel::SourceProtocol;
 use crate::services::{Entry, Handled, Message, Reply, Services};
+use crate::upstream::{full_body, Body};
+
+/// Which HTTP listener this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListener {
+    /// :8080, routed by `Host`.
+    Devices,
+    /// :8888, Beam's HTTP entry.
+    BeamHttp,
+    /// :18080, Beam's website entry.
+    BeamWebsite,
+}
+
+impl HttpListener {
+    /// The `listener` metric label, and the name in logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Devices => "http",
+            Self::BeamHttp => "beam_http",
+            Self::BeamWebsite => "beam_website",
+        }
+    }
+}
 
 /// Limits of the HTTP listener.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +62,8 @@ pub struct HttpLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Service(Entry),
+    /// Beam's HTTP entry, as on :8888.
+    Beam,
     /// A SORACOM service simgate does not offer yet (Beam, Metadata, …).
     NotAvailable(&'static str),
 }
@@ -58,13 +89,14 @@ pub fn route(host: Option<&str>) -> Route {
         "metadata" => Route::NotAvailable("Metadata"),
         "endorse" => Route::NotAvailable("Endorse"),
         "funk" => Route::NotAvailable("Funk"),
-        "beam" => Route::NotAvailable("Beam"),
+        "beam" => Route::Beam,
         _ => Route::Service(Entry::Unified),
     }
 }
 
 pub fn spawn(
     addr: SocketAddr,
+    kind: HttpListener,
     limits: HttpLimits,
     services: Arc<Services>,
     shutdown: watch::Receiver<bool>,
@@ -73,12 +105,13 @@ pub fn spawn(
     let socket = super::bind_socket(addr, false)?;
     let listener = TcpListener::from_std(socket.into())?;
     let bound = listener.local_addr()?;
-    tasks.spawn(accept_loop(listener, limits, services, shutdown));
+    tasks.spawn(accept_loop(listener, kind, limits, services, shutdown));
     Ok(bound)
 }
 
 async fn accept_loop(
     listener: TcpListener,
+    kind: HttpListener,
     limits: HttpLimits,
     services: Arc<Services>,
     mut shutdown: watch::Receiver<bool>,
@@ -90,7 +123,7 @@ async fn accept_loop(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
+                    tracing::warn!(listener = kind.name(), error = %e, "http accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -107,7 +140,7 @@ async fn accept_loop(
         let svc_services = Arc::clone(&services);
         let svc = service_fn(move |req| {
             let services = Arc::clone(&svc_services);
-            async move { Ok::<_, Infallible>(handle(req, peer, limits.max_body, &services).await) }
+            async move { Ok::<_, Infallible>(handle(req, kind, peer, limits.max_body, &services).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -127,26 +160,37 @@ async fn accept_loop(
 
 async fn handle(
     req: Request<Incoming>,
+    kind: HttpListener,
     peer: SocketAddr,
     max_body: usize,
     services: &Services,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     services
         .metrics
         .ingress_messages
         .get_or_create(&ListenerLabels {
-            listener: "http",
+            listener: kind.name(),
             protocol: "http",
         })
         .inc();
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().host())
-        .map(str::to_owned);
-    let entry = match route(host.as_deref()) {
+    let host_route = || {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host());
+        route(host)
+    };
+    let route = match kind {
+        HttpListener::Devices => host_route(),
+        HttpListener::BeamHttp => Route::Beam,
+        HttpListener::BeamWebsite => {
+            return beam(req, HttpEntryPoint::Website, peer, services).await
+        }
+    };
+    let entry = match route {
         Route::Service(e) => e,
+        Route::Beam => return beam(req, HttpEntryPoint::Http, peer, services).await,
         Route::NotAvailable(name) => {
             services
                 .metrics
@@ -212,11 +256,33 @@ async fn handle(
     to_response(reply)
 }
 
-fn to_response(reply: Reply) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(reply.body));
+/// Beam: any method; the sender is identified before anything is read or
+/// sent upstream, then the request is handed over, body unread.
+async fn beam(
+    req: Request<Incoming>,
+    point: HttpEntryPoint,
+    peer: SocketAddr,
+    services: &Services,
+) -> Response<Body> {
+    let (identity, snapshot) = match services.identify(peer) {
+        Ok((identity, snapshot)) => (identity, arc_swap::Guard::into_inner(snapshot)),
+        Err(e) => {
+            services.metrics.reject("http", e.reason(), peer);
+            return beam_text(StatusCode::FORBIDDEN, &format!("Forbidden: {e}"));
+        }
+    };
+    services
+        .beam_http
+        .serve(point, req, &identity, &snapshot)
+        .await
+}
+
+fn to_response(reply: Reply) -> Response<Body> {
+    let empty = reply.body.is_empty();
+    let mut r = Response::new(full_body(reply.body));
     *r.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if !r.body().size_hint_is_zero() {
+    if !empty {
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(reply.content_type),
@@ -229,18 +295,8 @@ fn to_response(reply: Reply) -> Response<Full<Bytes>> {
     r
 }
 
-trait SizeHintZero {
-    fn size_hint_is_zero(&self) -> bool;
-}
-
-impl SizeHintZero for Full<Bytes> {
-    fn size_hint_is_zero(&self) -> bool {
-        hyper::body::Body::size_hint(self).exact() == Some(0)
-    }
-}
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(full_body(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -275,5 +331,6 @@ mod tests {
             route(Some("metadata.soracom.io")),
             Route::NotAvailable("Metadata")
         );
+        assert_eq!(route(Some("beam.soracom.io:8080")), Route::Beam);
     }
 }

@@ -108,6 +108,9 @@ pub struct Services {
     pub funnel: Funnel,
     pub harvest: Arc<HarvestStore>,
     pub metrics: Arc<Metrics>,
+    /// Beam's HTTP and website entries (streamed; ingress hands it the
+    /// identified request).
+    pub beam_http: beam::http::BeamHttp,
 }
 
 impl std::fmt::Debug for Services {

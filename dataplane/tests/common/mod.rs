@@ -32,6 +32,8 @@ http = "127.0.0.1:0"
 unified = "127.0.0.1:0"
 harvest = "127.0.0.1:0"
 api = "127.0.0.1:0"
+beam_http = "127.0.0.1:0"
+beam_website = "127.0.0.1:0"
 
 [radius]
 listen = "127.0.0.1:0"

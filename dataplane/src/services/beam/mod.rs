@@ -12,6 +12,7 @@
 //! [`simgate_control::snapshot::resolve_x509`].
 
 pub mod headers;
+pub mod http;
 pub mod route;
 pub mod signature;
 
