@@ -28,21 +28,24 @@
 #                      what the figures in benches/README.md were measured with]
 #   BENCH_KEEP=1       keep the work directory (configs, logs, per-run lines)
 #
-# funnel-durable: the cost of the Funnel spool and what an outage does. (1)
-# Throughput as funnel-udp, at full speed, sides raw / durability=memory /
+# funnel-durable: the cost of the Funnel spool and what an outage does.
+# (1) Throughput as funnel-udp, at full speed, sides raw / durability=memory /
 # durability=spool alternating BENCH_RUNS times: medians and the ratio
-# spool/memory (target >= 0.8). (2) For each durability, a sink outage: the
-# destination is a Kinesis endpoint on a loopback port that refuses
-# connections, records offered at BENCH_RATE/s for BENCH_OUTAGE_SECONDS while
-# simgate's VmRSS and /metrics are sampled every second: RSS at start / max /
-# end, spool bytes, records accepted, refused and dropped. (3) Restart time:
-# simgate is killed with SIGKILL after the spool outage, and again after a
-# pass that fills a spool to BENCH_SPOOL_FILL at full speed, and restarted:
-# milliseconds from the spawn to the first answer of /health and to the first
-# UDP record answered (target: < 1 s with 1 GiB). Prints PASS/FAIL lines;
-# exits 0 whatever they say, non-zero if the bench broke. Same variables as
-# funnel-udp (BENCH_RATE and BENCH_DURABILITY excepted), and:
-#   BENCH_RATE            offered load during the outage, records/s [20000]
+# spool/memory (target >= 0.8); then the time from sending a record to its
+# UDP answer at BENCH_RATE/s, both durabilities (p50 ... max). (2) For each
+# durability, a sink outage: the destination is a Kinesis endpoint on a
+# loopback port that refuses connections, records offered at BENCH_RATE/s for
+# BENCH_OUTAGE_SECONDS while simgate's VmRSS and /metrics are sampled every
+# second: RSS at start / max / end, spool bytes, records accepted, refused
+# and dropped. (3) Restart time: simgate is killed with SIGKILL after the
+# spool outage, and again after a pass that fills a spool to BENCH_SPOOL_FILL
+# at full speed, and restarted: milliseconds from the spawn to the first
+# answer of /health and to the first UDP record answered (target: < 1 s with
+# 1 GiB). Prints PASS/FAIL lines; exits 0 whatever they say, non-zero if the
+# bench broke. Same variables as funnel-udp (BENCH_RATE and BENCH_DURABILITY
+# excepted), and:
+#   BENCH_RATE            offered load of the latency and outage passes,
+#                         records/s [20000]
 #   BENCH_OUTAGE_SECONDS  length of each outage pass, 0 to skip [300]
 #   BENCH_SPOOL_MAX       [funnel] spool_max_bytes during the outage [256M]
 #   BENCH_SPOOL_FILL      spool size for the restart pass, 0 to skip [1G]
@@ -273,7 +276,7 @@ run_simgate() { # result-file durability [extra send args...]
   local out=$1 durability=$2
   shift 2
   start_simgate "$WORK/simgate.$((++SEQ))" --durability "$durability"
-  send "$SG_UDP" "http://$SG_API/metrics" "$out" \
+  send "$SG_UDP" "http://$SG_API/metrics" "$out" --pid "$SG_PID" \
     --metric ingress='simgate_ingress_messages_total{listener="unified",protocol="udp"}' \
     --metric accepted=simgate_funnel_records_in_total \
     --metric delivered='simgate_funnel_records_out_total{result="delivered"}' \
@@ -286,8 +289,9 @@ run_simgate() { # result-file durability [extra send args...]
   tail -n1 "$out"
 }
 
-# Values of key $2 in the result lines of file $1, one per line.
-values() { grep -o "\(^\| \)$2=[^ ]*" "$1" | cut -d= -f2; }
+# Values of key $2 in the result lines of file $1, one per line (none: no
+# line, and success all the same).
+values() { { grep -o "\(^\| \)$2=[^ ]*" "$1" || true; } | cut -d= -f2; }
 # Value of key $2 in the line $1.
 field() { values <(echo "$1") "$2"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -299,15 +303,21 @@ mean_batch() {
     awk '$2 > 0 { print $1 / $2 }' | median
 }
 
+# simgate's CPU microseconds per record accepted in each run, median.
+cpu_per_record() {
+  paste <(values "$1" cpu_s) <(values "$1" accepted) |
+    awk '$2 > 0 { print $1 * 1e6 / $2 }' | median
+}
+
 # One table row: offered side file raw-received [memory-accepted]; a simgate
 # row's figure is records accepted, the others' datagrams received. With a
 # fifth argument, a last column gives the figure / memory-accepted.
 row() {
-  local offered=$1 side=$2 f=$3 base=$4 base2=${5:-} main received accepted delivered dropped batch
+  local offered=$1 side=$2 f=$3 base=$4 base2=${5:-} main received accepted delivered dropped batch us
   case $side in
     raw*)
       main=received_rate
-      accepted=- delivered=- dropped=- batch=-
+      accepted=- delivered=- dropped=- batch=- us=-
       received=$(med "$f" received_rate)
       ;;
     *)
@@ -316,16 +326,18 @@ row() {
       delivered=$(med "$f" delivered_rate)
       dropped=$(med "$f" dropped_rate)
       batch=$(mean_batch "$f")
+      us=$(cpu_per_record "$f")
       received=$(med "$f" ingress_rate)
       ;;
   esac
   awk -v o="$offered" -v s="$side" -v se="$(med "$f" sent_rate)" -v rx="$received" \
     -v ac="$accepted" -v de="$delivered" -v re="$(med "$f" replies_rate)" -v dr="$dropped" \
-    -v b="$batch" -v m="$(med "$f" "$main")" -v base="$base" -v base2="$base2" '
+    -v b="$batch" -v us="$us" -v m="$(med "$f" "$main")" -v base="$base" -v base2="$base2" '
     function n(x) { return (x == "-" || x == "nan") ? sprintf("%11s", x) : sprintf("%11.0f", x) }
+    function f(x, d) { return (x == "-" || x == "nan") ? x : sprintf("%." d "f", x) }
     BEGIN {
-      printf "%-9s %-16s %s %s %s %s %s %s %7s %6.3f", o, s, n(se), n(rx), n(ac), n(de), n(re), n(dr),
-        (b == "-" || b == "nan") ? b : sprintf("%.1f", b), (base > 0) ? m / base : 0
+      printf "%-9s %-16s %s %s %s %s %s %s %7s %7s %6.3f", o, s, n(se), n(rx), n(ac), n(de), n(re), n(dr),
+        f(b, 1), f(us, 2), (base > 0) ? m / base : 0
       if (base2 != "" && s ~ /^raw/) printf " %6s", "-"
       else if (base2 != "") printf " %6.3f", (base2 > 0) ? m / base2 : 0
       printf "\n"
@@ -362,8 +374,8 @@ pass() { # label [extra send args...]
 }
 
 table_header() { # [extra column]
-  printf "%-9s %-16s %11s %11s %11s %11s %11s %11s %7s %6s" \
-    offered side sent received accepted delivered replies dropped batch ratio
+  printf "%-9s %-16s %11s %11s %11s %11s %11s %11s %7s %7s %6s" \
+    offered side sent received accepted delivered replies dropped batch cpu_us ratio
   if [ -n "${1:-}" ]; then printf " %6s" "$1"; fi
   printf "\n"
 }
@@ -400,15 +412,44 @@ funnel_udp_bench() {
   echo
   echo "received  datagrams read by the receiver (loadgen sink, or simgate's UDP ingress counter)"
   echo "accepted  records queued by Funnel; batch: mean records per null-sink batch (max 500)"
+  echo "cpu_us    simgate's CPU time (user + system, all threads) per record accepted, microseconds"
   echo "ratio     received (simgate: accepted) / raw received; target for simgate >= 0.9"
 }
 
 # ------------------------------------------------------------ funnel-durable
 
-# Samples simgate (pid $1, metrics $2) every second into file $3 as
-# key=value lines, for at most $4 seconds or until the process is gone.
+# Ack latency at FIXED_RATE (below saturation, so every datagram is answered
+# and `send --latency` times each reply exactly), memory and spool
+# alternating RUNS times; adds the medians to LAT_ROWS.
+latency_pass() {
+  local n side f
+  for side in memory spool; do
+    : >"$WORK/result.latency.$side"
+  done
+  for ((n = 1; n <= RUNS; n++)); do
+    for side in memory spool; do
+      echo "-- ack latency at $FIXED_RATE records/s, run $n/$RUNS: $side"
+      run_simgate "$WORK/result.latency.$side" "$side" --rate "$FIXED_RATE" --latency
+    done
+  done
+  for side in memory spool; do
+    f=$WORK/result.latency.$side
+    LAT_ROWS+=("$(printf "%-8s %11.0f %11.0f %9s %9s %9s %9s %9s" "$side" "$(med "$f" sent_rate)" \
+      "$(med "$f" replies_rate)" "$(med "$f" ack_p50_ms)" "$(med "$f" ack_p90_ms)" \
+      "$(med "$f" ack_p99_ms)" "$(med "$f" ack_p999_ms)" "$(med "$f" ack_max_ms)")")
+  done
+}
+
+# Bytes of the spool files under simgate directory $1 (exact at any time;
+# the spool gauges are updated only when the destination's worker wakes).
+spool_du() {
+  if [ -d "$1/data/spool" ]; then du -sb "$1/data/spool" | cut -f1; else echo 0; fi
+}
+
+# Samples simgate (pid $1, metrics $2, directory $5) every second into file
+# $3 as key=value lines, for at most $4 seconds or until the process is gone.
 sample() {
-  local pid=$1 url=$2 out=$3 max=$4 i rss m
+  local pid=$1 url=$2 out=$3 max=$4 dir=$5 i rss m
   for ((i = 0; i < max; i++)); do
     rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || break
     [ -n "$rss" ] || break
@@ -419,7 +460,7 @@ sample() {
       --metric queue_bytes=simgate_funnel_queue_bytes \
       --metric accepted=simgate_funnel_records_in_total \
       --metric dropped=simgate_funnel_dropped_total 2>/dev/null) || m=scrape=failed
-    echo "t=$i rss_kib=$rss $m" >>"$out"
+    echo "t=$i rss_kib=$rss disk_bytes=$(spool_du "$dir") $m" >>"$out"
     sleep 1
   done
 }
@@ -436,17 +477,17 @@ metric() {
 }
 
 # One outage pass: the sink refuses connections while records are offered
-# at OUTAGE_RATE; adds a line to OUTAGE_ROWS. Leaves simgate running.
+# at FIXED_RATE; adds a line to OUTAGE_ROWS. Leaves simgate running.
 outage_pass() { # durability
   local d=$1 dir=$WORK/outage.$1 sampler line last rss_min rss_max rss_start rss_end
-  echo "-- outage, durability $d: ${OUTAGE}s at $OUTAGE_RATE records/s, sink refusing connections"
+  echo "-- outage, durability $d: ${OUTAGE}s at $FIXED_RATE records/s, sink refusing connections"
   start_simgate "$dir" --durability "$d" --endpoint refused --spool-max-bytes "$SPOOL_MAX"
-  sample "$SG_PID" "http://$SG_API/metrics" "$dir/samples" $((OUTAGE + 60)) &
+  sample "$SG_PID" "http://$SG_API/metrics" "$dir/samples" $((OUTAGE + 60)) "$dir" &
   sampler=$!
   PIDS+=("$sampler")
   # Warm-up 0: the window is the whole outage.
   "$LOADGEN" send --target "$SG_UDP" --sources "$SOURCES" --batch "$BATCH" --size "$SIZE" \
-    --rate "$OUTAGE_RATE" --warmup 0 --duration "$OUTAGE" --metrics-url "http://$SG_API/metrics" \
+    --rate "$FIXED_RATE" --warmup 0 --duration "$OUTAGE" --metrics-url "http://$SG_API/metrics" \
     --metric accepted=simgate_funnel_records_in_total \
     --metric dropped=simgate_funnel_dropped_total \
     --metric queue_full='simgate_funnel_dropped_total{reason="queue_full"}' \
@@ -466,22 +507,25 @@ outage_pass() { # durability
     -v dr="$(field "$line" dropped)" -v qf="$(field "$line" queue_full)" \
     -v k="$(field "$line" kernel)" -v de="$(field "$line" delivered)" \
     -v r0="$rss_start" -v r1="$rss_max" -v r2="$rss_end" \
-    -v sb="$(field "$last" spool_bytes)" -v qr="$(field "$last" queue_records)" '
+    -v sb="$(field "$last" spool_bytes)" -v db="$(field "$last" disk_bytes)" \
+    -v qr="$(field "$last" queue_records)" '
     function mib(k) { return sprintf("%.1f", k / 1024) }
     BEGIN {
-      printf "%-8s %10d %10d %10d %10d %10d %8d %9d %9s %9s %9s %10s %9d\n", d, sent, ac, rf, dr, qf, k, de,
-        mib(r0), mib(r1), mib(r2), sprintf("%.1f", sb / 1048576), qr
+      printf "%-8s %10d %10d %10d %10d %10d %8d %9d %9s %9s %9s %10s %9s %9d\n", d, sent, ac, rf, dr, qf, k, de,
+        mib(r0), mib(r1), mib(r2), sprintf("%.1f", sb / 1048576), sprintf("%.1f", db / 1048576), qr
     }')")
 }
 
 # SIGKILLs simgate (SG_PID, config in $1), restarts it on the same config
 # and data, and times it; adds a line to RESTART_ROWS. Then stops it.
 restart_pass() { # dir label [--udp: also time the first UDP answer]
-  local dir=$1 label=$2 udp=() bytes records t0 line after_records rss
+  local dir=$1 label=$2 udp=() bytes records t0 line after_records rss i
   [ "${3:-}" = --udp ] && udp=(--udp "$SG_UDP")
-  bytes=$(metric simgate_spool_bytes)
-  records=$(metric simgate_spool_records)
-  echo "-- restart after kill -9, $label: spool $(human "$bytes"), $records records"
+  # Nothing was delivered (the sink refuses): every record accepted is in
+  # the spool.
+  bytes=$(spool_du "$dir")
+  records=$(metric simgate_funnel_records_in_total)
+  echo "-- restart after kill -9, $label: spool $(human "$bytes"), $records records accepted"
   kill -9 "$SG_PID"
   wait "$SG_PID" 2>/dev/null || true
   forget "$SG_PID"
@@ -494,8 +538,14 @@ restart_pass() { # dir label [--udp: also time the first UDP answer]
     return 1
   fi
   echo "$line"
-  after_records=$(metric simgate_spool_records)
   rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SG_PID/status")
+  # The gauges are set when the destination's worker next wakes (a commit,
+  # a retry of the refusing sink): wait for them, up to 15 s.
+  for ((i = 0; i < 150; i++)); do
+    after_records=$(metric simgate_spool_records)
+    awk -v r="$after_records" 'BEGIN { exit !(r > 0) }' && break
+    sleep 0.1
+  done
   RESTART_ROWS+=("$(awk -v l="$label" -v b="$bytes" -v r="$records" -v a="$after_records" -v rss="$rss" \
     -v h="$(field "$line" health_ms)" -v u="$(field "$line" udp_reply_ms)" \
     -v s="$(field "$line" udp_reply)" '
@@ -521,7 +571,7 @@ fill_pass() {
   t0=$(date +%s.%N)
   # 30 minutes at most.
   for ((i = 0; i < 3600; i++)); do
-    bytes=$(metric simgate_spool_bytes)
+    bytes=$(spool_du "$dir")
     awk -v b="$bytes" -v f="$SPOOL_FILL" 'BEGIN { exit !(b >= f) }' && break
     kill -0 "$sender" 2>/dev/null || break
     kill -0 "$SG_PID" 2>/dev/null || { echo "bench: simgate died while filling" >&2; tail -n 20 "$dir/stderr" >&2; return 1; }
@@ -531,7 +581,7 @@ fill_pass() {
   FILL_SECS=$(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f", t1 - t0 }')
   # The last group commits land.
   sleep 1
-  bytes=$(metric simgate_spool_bytes)
+  bytes=$(spool_du "$dir")
   awk -v b="$bytes" -v f="$SPOOL_FILL" 'BEGIN { exit !(b >= f) }' ||
     echo "bench: the spool reached only $(human "$bytes") of $(human "$SPOOL_FILL")" >&2
   echo "filled $(human "$bytes") in ${FILL_SECS}s"
@@ -541,9 +591,9 @@ fill_pass() {
 funnel_durable_bench() {
   funnel_settings
   OUTAGE=${BENCH_OUTAGE_SECONDS:-300}
-  OUTAGE_RATE=${BENCH_RATE:-20000}
+  FIXED_RATE=${BENCH_RATE:-20000}
   local max=${BENCH_SPOOL_MAX:-256M} fill=${BENCH_SPOOL_FILL:-1G} v
-  for v in OUTAGE OUTAGE_RATE; do
+  for v in OUTAGE FIXED_RATE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
   done
   SPOOL_MAX=$(size_bytes "$max") || { echo "bench: BENCH_SPOOL_MAX: not a size: $max" >&2; exit 2; }
@@ -552,10 +602,13 @@ funnel_durable_bench() {
 
   echo "== funnel-durable: $SOURCES SIMs, $SIZE-byte records, sendmmsg batch $BATCH," \
     "$WORKERS UDP worker(s); throughput $RUNS x ${SECS}s runs (+${WARMUP}s warm-up), sides alternating;" \
-    "outage ${OUTAGE}s at $OUTAGE_RATE/s, spool_max_bytes $(human "$SPOOL_MAX"); restart with $(human "$SPOOL_FILL")"
+    "outage ${OUTAGE}s at $FIXED_RATE/s, spool_max_bytes $(human "$SPOOL_MAX"); restart with $(human "$SPOOL_FILL")"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   SIDES=(raw memory spool)
   ROWS=()
   pass max
+  LAT_ROWS=()
+  latency_pass
 
   OUTAGE_ROWS=()
   RESTART_ROWS=()
@@ -579,13 +632,27 @@ funnel_durable_bench() {
   echo "funnel-durable, throughput per second, median of $RUNS runs ($(nproc) cores, Linux $(uname -r)):"
   table_header memory
   printf '%s\n' "${ROWS[@]}"
-  echo "spool/memory accepted = $ratio (target >= 0.8: $verdict)"
+  echo "spool/memory accepted = $ratio (target >= 0.8: $verdict); per run:" \
+    "$(paste -d' ' <(values "$WORK/result.max.spool" accepted_rate) <(values "$WORK/result.max.memory" accepted_rate) |
+      awk '$2 > 0 { printf "%.3f ", $1 / $2 }')"
+  local us_mem us_spool
+  us_mem=$(cpu_per_record "$WORK/result.max.memory")
+  us_spool=$(cpu_per_record "$WORK/result.max.spool")
+  awk -v m="$us_mem" -v s="$us_spool" 'BEGIN {
+    printf "simgate CPU per record accepted: memory %.2f us, spool %.2f us; memory/spool = %.3f", m, s, (s > 0) ? m / s : 0
+    print " (the throughput ratio while simgate is CPU-bound; less sensitive to other load, blind to kernel writeback threads)"
+  }'
+  echo "load average now $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo
+  echo "ack latency at $FIXED_RATE records/s (send of a datagram to its UDP answer; medians of $RUNS runs), ms:"
+  printf "%-8s %11s %11s %9s %9s %9s %9s %9s\n" durability sent/s replies/s p50 p90 p99 p99.9 max
+  printf '%s\n' "${LAT_ROWS[@]}"
   if ((${#OUTAGE_ROWS[@]} > 0)); then
     echo
-    echo "outage: sink refusing connections for ${OUTAGE}s, $OUTAGE_RATE records/s offered," \
+    echo "outage: sink refusing connections for ${OUTAGE}s, $FIXED_RATE records/s offered," \
       "spool_max_bytes $(human "$SPOOL_MAX"); counts over the outage, RSS and spool in MiB:"
-    printf "%-8s %10s %10s %10s %10s %10s %8s %9s %9s %9s %9s %10s %9s\n" durability sent accepted \
-      refused429 dropped queue_full kernel delivered rss_start rss_max rss_end spool_end queue_end
+    printf "%-8s %10s %10s %10s %10s %10s %8s %9s %9s %9s %9s %10s %9s %9s\n" durability sent accepted \
+      refused429 dropped queue_full kernel delivered rss_start rss_max rss_end spool_end disk_end queue_end
     printf '%s\n' "${OUTAGE_ROWS[@]}"
   fi
   if ((${#RESTART_ROWS[@]} > 0)); then
@@ -603,6 +670,8 @@ funnel_durable_bench() {
   echo "accepted    records queued by Funnel (spool: written; answered after the group commit)"
   echo "ratio       accepted / raw received; memory: accepted / memory's accepted (target spool >= 0.8)"
   echo "refused429  answers 429 (UDP: dropped silently, counted); dropped: simgate_funnel_dropped_total"
+  echo "spool_end   simgate_spool_bytes (set when the worker wakes); disk_end: du of the spool directory"
+  echo "records     accepted before the kill (all in the spool: nothing was delivered); MiB: du of the spool"
   echo "recovered   simgate_spool_records once restarted; udp_reply_ms: first record answered"
 }
 

@@ -110,7 +110,16 @@ fn render(a: &ConfigArgs, endpoint: &str, ports: [SocketAddr; 4]) -> anyhow::Res
     ] {
         writeln!(t, "{name} = \"{addr}\"")?;
     }
+    // Beam's listeners are not benchmarked here: any free port, so that
+    // two simgates can run side by side.
+    writeln!(
+        t,
+        "beam_http = \"127.0.0.1:0\"\nbeam_website = \"127.0.0.1:0\""
+    )?;
     writeln!(t, "\n[ingress]\nudp_workers = {}", a.udp_workers)?;
+    // Sessions are static; RADIUS's fixed port (1813) would keep two
+    // simgates from running side by side.
+    writeln!(t, "\n[radius]\nenabled = false")?;
     if a.durability.is_some() || a.spool_max_bytes.is_some() {
         writeln!(t, "\n[funnel]")?;
         if let Some(d) = a.durability {
@@ -266,6 +275,7 @@ mod tests {
             simgate_control::config::Durability::Memory
         );
         assert_eq!(config.funnel.spool_max_bytes, 256 << 20);
+        assert!(!config.radius.enabled);
         assert!(
             text.contains(r#"endpoint = "http://127.0.0.1:1" }"#),
             "{text}"

@@ -11,17 +11,28 @@
 //! local counters and the `--metrics-url` page, waits `--duration`, and
 //! snapshots again while the senders keep sending, so the window sees steady
 //! state on both sides and sending never pauses for a scrape.
+//!
+//! With `--latency`, the senders do not read replies: one reader thread
+//! polls every socket and times each reply against the oldest unanswered
+//! datagram of its socket (replies carry no id, and a socket's replies come
+//! back in order). That is exact only while every datagram is answered: a
+//! datagram dropped without a reply makes the following replies of its
+//! socket look later than they are, so use it below saturation and check
+//! that `replies` ≈ `sent`.
 
+use std::collections::VecDeque;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
+use hdrhistogram::Histogram;
 use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrIn};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -31,6 +42,9 @@ use crate::scrape::{self, Selector};
 const MAX_SECONDS: f64 = 3600.0;
 /// Replies are short ("200", or an error line); longer ones are truncated.
 const REPLY_BUF: usize = 512;
+/// Unanswered datagrams remembered per socket with `--latency`; beyond
+/// that the oldest are forgotten (and counted as `ack_forgotten`).
+const MAX_PENDING: usize = 1 << 16;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SendArgs {
@@ -71,6 +85,14 @@ pub(crate) struct SendArgs {
     /// report how much the summed matching series grew over the window.
     #[arg(long = "metric", value_parser = parse_metric)]
     metrics: Vec<(String, Selector)>,
+    /// Time each reply (send to reply, per socket in order) and report
+    /// `ack_p50_ms`, `ack_p99_ms`… for the window; see the module doc.
+    #[arg(long)]
+    latency: bool,
+    /// Also report `cpu_s`: the CPU time (user + system, all threads) this
+    /// process (the receiver) used over the window, from /proc/PID/stat.
+    #[arg(long)]
+    pid: Option<u32>,
 }
 
 pub(crate) fn parse_metric(s: &str) -> Result<(String, Selector), String> {
@@ -92,6 +114,23 @@ struct Counters {
     stop: AtomicBool,
     /// Senders still running.
     running: AtomicU64,
+    /// Inside the measured window (latencies are recorded only then).
+    measuring: AtomicBool,
+}
+
+/// `--latency`: per socket, when each unanswered datagram was sent.
+struct Pending {
+    queues: Vec<Mutex<VecDeque<Instant>>>,
+    forgotten: AtomicU64,
+}
+
+impl Pending {
+    fn queue(&self, i: usize) -> MutexGuard<'_, VecDeque<Instant>> {
+        // A panicking sender leaves a queue that is still a valid queue.
+        self.queues[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 struct Snapshot {
@@ -100,6 +139,8 @@ struct Snapshot {
     replies: u64,
     send_errors: u64,
     metrics: Vec<Option<f64>>,
+    /// `--pid`'s CPU time so far, seconds.
+    cpu_s: Option<f64>,
 }
 
 pub(crate) fn run(a: &SendArgs) -> anyhow::Result<()> {
@@ -122,6 +163,8 @@ pub(crate) fn run(a: &SendArgs) -> anyhow::Result<()> {
 
     let threads = a.threads.min(a.sources);
     let mut groups: Vec<Vec<Source>> = (0..threads).map(|_| Vec::new()).collect();
+    // With --latency: the reader's handles on the same sockets.
+    let mut reader_sockets = Vec::new();
     for i in 0..a.sources {
         let ip = crate::source_addr(a.source_base, i)?;
         let socket = open_source(ip, a.target).with_context(|| {
@@ -129,13 +172,23 @@ pub(crate) fn run(a: &SendArgs) -> anyhow::Result<()> {
                 "cannot open source socket {ip} (are file descriptors limited? see `ulimit -n`)"
             )
         })?;
+        if a.latency {
+            reader_sockets.push(socket.try_clone()?);
+        }
         let sim = u32::try_from(i + 1)?;
         groups[i % threads].push(Source {
             socket,
+            index: i,
             sim,
             seq: 0,
         });
     }
+    let pending = a.latency.then(|| {
+        Arc::new(Pending {
+            queues: (0..a.sources).map(|_| Mutex::default()).collect(),
+            forgotten: AtomicU64::new(0),
+        })
+    });
 
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
@@ -153,6 +206,7 @@ pub(crate) fn run(a: &SendArgs) -> anyhow::Result<()> {
             rate: per_thread_rate,
             count: per_thread_count,
             hard_end,
+            pending: pending.clone(),
         };
         senders.push(thread::spawn(move || {
             let r = send_loop(group, &plan, &c);
@@ -160,6 +214,11 @@ pub(crate) fn run(a: &SendArgs) -> anyhow::Result<()> {
             r
         }));
     }
+    let reader = pending.clone().map(|p| {
+        let c = Arc::clone(&counters);
+        let batch = a.batch;
+        thread::spawn(move || read_replies(&reader_sockets, &p, &c, batch, hard_end))
+    });
 
     let measured = measure(a, &counters, started);
     counters.stop.store(true, Ordering::SeqCst);
@@ -169,18 +228,25 @@ pub(crate) fn run(a: &SendArgs) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("a sender thread panicked"),
         }
     }
+    let latencies = match reader.map(thread::JoinHandle::join) {
+        Some(Ok(r)) => Some(r?),
+        Some(Err(_)) => anyhow::bail!("the reply reader thread panicked"),
+        None => None,
+    };
     let (before, after) = measured?;
-    report(a, &before, &after);
+    report(a, &before, &after, latencies.as_ref(), pending.as_deref());
     Ok(())
 }
 
 fn measure(a: &SendArgs, c: &Counters, started: Instant) -> anyhow::Result<(Snapshot, Snapshot)> {
     sleep_until(started + Duration::from_secs_f64(a.warmup), c);
+    c.measuring.store(true, Ordering::SeqCst);
     let before = snapshot(a, c)?;
     let end = before.at + Duration::from_secs_f64(a.duration);
     sleep_until(end, c);
-    let after = snapshot(a, c)?;
-    Ok((before, after))
+    let after = snapshot(a, c);
+    c.measuring.store(false, Ordering::SeqCst);
+    Ok((before, after?))
 }
 
 /// Sleeps until `t` or until every sender has finished.
@@ -197,6 +263,7 @@ fn sleep_until(t: Instant, c: &Counters) {
 fn snapshot(a: &SendArgs, c: &Counters) -> anyhow::Result<Snapshot> {
     let t0 = Instant::now();
     let page = a.metrics_url.as_deref().map(scrape::get).transpose()?;
+    let cpu_s = a.pid.map(cpu_seconds).transpose()?;
     let t1 = Instant::now();
     // The page was made somewhere between request and answer.
     let at = t0 + (t1 - t0) / 2;
@@ -210,11 +277,43 @@ fn snapshot(a: &SendArgs, c: &Counters) -> anyhow::Result<Snapshot> {
             .iter()
             .map(|(_, sel)| page.as_deref().and_then(|p| sel.sum(p)))
             .collect(),
+        cpu_s,
     })
 }
 
+/// User + system CPU time of process `pid` (all its threads, live or
+/// ended), in seconds: fields 14 and 15 of /proc/PID/stat, in clock ticks.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // The command name (field 2) is in parentheses and may hold spaces:
+    // count fields from after its closing one (field 3 is the state).
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("{path}: unexpected format"))?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut tick = || -> anyhow::Result<u64> {
+        Ok(fields
+            .next()
+            .with_context(|| format!("{path}: too few fields"))?
+            .parse()?)
+    };
+    let ticks = tick()? + tick()?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+        .filter(|&t| t > 0)
+        .context("sysconf(CLK_TCK) gave no value")?;
+    Ok(ticks as f64 / per_second as f64)
+}
+
 /// One line of `key=value` pairs on stdout (for scripts), rates per second.
-fn report(a: &SendArgs, before: &Snapshot, after: &Snapshot) {
+fn report(
+    a: &SendArgs,
+    before: &Snapshot,
+    after: &Snapshot,
+    latencies: Option<&Histogram<u64>>,
+    pending: Option<&Pending>,
+) {
     let secs = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
     let mut out = vec![
         format!("window_s={secs:.3}"),
@@ -243,11 +342,31 @@ fn report(a: &SendArgs, before: &Snapshot, after: &Snapshot) {
         let (b, e) = (before.metrics[i], after.metrics[i]);
         pair(key, e.unwrap_or(0.0) - b.unwrap_or(0.0));
     }
+    if let (Some(b), Some(e)) = (before.cpu_s, after.cpu_s) {
+        out.push(format!("cpu_s={:.2}", e - b));
+    }
+    if let Some(h) = latencies {
+        // Recorded in microseconds, reported in milliseconds.
+        let ms = |us: u64| format!("{:.3}", us as f64 / 1e3);
+        out.push(format!("ack_n={}", h.len()));
+        for (key, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)] {
+            out.push(format!("ack_{key}_ms={}", ms(h.value_at_quantile(q))));
+        }
+        out.push(format!("ack_max_ms={}", ms(h.max())));
+    }
+    if let Some(p) = pending {
+        out.push(format!(
+            "ack_forgotten={}",
+            p.forgotten.load(Ordering::Relaxed)
+        ));
+    }
     println!("{}", out.join(" "));
 }
 
 struct Source {
     socket: Socket,
+    /// Position among all sources (its `Pending` queue).
+    index: usize,
     sim: u32,
     seq: u64,
 }
@@ -268,6 +387,8 @@ struct Plan {
     rate: Option<f64>,
     count: Option<u64>,
     hard_end: Instant,
+    /// `--latency`: where send times go; the senders then read no replies.
+    pending: Option<Arc<Pending>>,
 }
 
 fn send_loop(mut sources: Vec<Source>, plan: &Plan, c: &Counters) -> anyhow::Result<()> {
@@ -309,6 +430,18 @@ fn send_loop(mut sources: Vec<Source>, plan: &Plan, c: &Counters) -> anyhow::Res
                 fill_record(buf, src.sim, src.seq + k as u64);
             }
             let fd = src.socket.as_raw_fd();
+            if let Some(p) = &plan.pending {
+                // Queued before the send: a reply may come back before
+                // sendmmsg returns.
+                let now = Instant::now();
+                let mut q = p.queue(src.index);
+                q.extend(std::iter::repeat_n(now, n));
+                let over = q.len().saturating_sub(MAX_PENDING);
+                if over > 0 {
+                    q.drain(..over);
+                    p.forgotten.fetch_add(over as u64, Ordering::Relaxed);
+                }
+            }
             let iovs: Vec<[IoSlice<'_>; 1]> = bufs[..n].iter().map(|b| [IoSlice::new(b)]).collect();
             match sendmmsg(
                 fd,
@@ -323,21 +456,90 @@ fn send_loop(mut sources: Vec<Source>, plan: &Plan, c: &Counters) -> anyhow::Res
                     src.seq += done as u64;
                     sent_here += done as u64;
                     c.sent.fetch_add(done as u64, Ordering::Relaxed);
+                    if let Some(p) = &plan.pending {
+                        // Those not sent were queued last: drop them.
+                        let mut q = p.queue(src.index);
+                        let keep = q.len().saturating_sub(n - done);
+                        q.truncate(keep);
+                    }
                 }
                 // Buffer full or a port-unreachable for an earlier datagram:
                 // counted, and the SIM is skipped this round.
                 Err(_) => {
                     c.send_errors.fetch_add(1, Ordering::Relaxed);
+                    if let Some(p) = &plan.pending {
+                        let mut q = p.queue(src.index);
+                        let keep = q.len().saturating_sub(n);
+                        q.truncate(keep);
+                    }
                 }
             }
             drop(iovs);
-            let replies = drain_replies(fd, &mut recv_hdrs, &mut reply_bufs);
-            if replies > 0 {
-                c.replies.fetch_add(replies, Ordering::Relaxed);
+            if plan.pending.is_none() {
+                let replies = drain_replies(fd, &mut recv_hdrs, &mut reply_bufs);
+                if replies > 0 {
+                    c.replies.fetch_add(replies, Ordering::Relaxed);
+                }
             }
         }
     }
     Ok(())
+}
+
+/// `--latency`: reads every socket's replies as they come (poll, then a
+/// non-blocking `recvmmsg`) and times each against its socket's oldest
+/// unanswered send, in microseconds; until the senders are done.
+fn read_replies(
+    sockets: &[Socket],
+    pending: &Pending,
+    c: &Counters,
+    batch: usize,
+    hard_end: Instant,
+) -> anyhow::Result<Histogram<u64>> {
+    // 1 µs … 100 s, 3 significant digits.
+    let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3)?;
+    let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
+    let mut bufs = vec![[0u8; REPLY_BUF]; batch];
+    let timeout = PollTimeout::from(10u16);
+    while c.running.load(Ordering::SeqCst) > 0 && Instant::now() < hard_end {
+        let mut fds: Vec<PollFd<'_>> = sockets
+            .iter()
+            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.any().unwrap_or(false))
+            .map(|(i, _)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            let got = drain_replies(sockets[i].as_raw_fd(), &mut hdrs, &mut bufs);
+            if got == 0 {
+                continue;
+            }
+            let now = Instant::now();
+            c.replies.fetch_add(got, Ordering::Relaxed);
+            let measuring = c.measuring.load(Ordering::Relaxed);
+            let mut q = pending.queue(i);
+            for _ in 0..got {
+                // A reply with nothing pending (its send time forgotten)
+                // is counted as a reply but not timed.
+                let Some(sent) = q.pop_front() else { break };
+                if measuring {
+                    let us =
+                        u64::try_from(now.duration_since(sent).as_micros()).unwrap_or(u64::MAX);
+                    h.saturating_record(us.max(1));
+                }
+            }
+        }
+    }
+    Ok(h)
 }
 
 /// Reads whatever replies wait on `fd` without blocking.
@@ -415,6 +617,13 @@ mod tests {
             );
             assert!(text.ends_with("x\"}"), "{text}");
         }
+    }
+
+    #[test]
+    fn cpu_time_of_this_process() -> anyhow::Result<()> {
+        let spent = cpu_seconds(std::process::id())?;
+        assert!((0.0..1e6).contains(&spent), "{spent}");
+        Ok(())
     }
 
     #[test]
