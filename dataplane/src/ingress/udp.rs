@@ -92,12 +92,15 @@ fn log_recv_buffer(listener: &'static str, addr: SocketAddr, workers: usize, soc
         .ok()
         .and_then(|a| a.as_socket())
         .unwrap_or(addr);
+    // Shown in the units of the request (the kernel's figure halved on
+    // Linux), so "granted 4 MiB of 8 MiB" reads as what it is.
+    let granted = |effective: usize| effective * requested / full.max(1);
     match socket.recv_buffer_size() {
         Ok(effective) if effective < full => tracing::warn!(
             listener,
             %addr,
             workers,
-            recv_buffer = effective,
+            granted = granted(effective),
             requested,
             "UDP receive buffer smaller than requested; raise net.core.rmem_max \
              to absorb longer bursts"
@@ -106,7 +109,7 @@ fn log_recv_buffer(listener: &'static str, addr: SocketAddr, workers: usize, soc
             listener,
             %addr,
             workers,
-            recv_buffer = effective,
+            granted = granted(effective),
             "UDP receive buffer"
         ),
         Err(e) => tracing::warn!(listener, %addr, error = %e, "cannot read SO_RCVBUF"),
