@@ -22,8 +22,7 @@ mod support {
     pub(crate) mod kinesalite;
 }
 
-use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -31,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng as _;
 use support::durable::{
-    self, durability_line, env_u64, explain_missing, payload, udp_send, Answer, SinkStream, Tracker,
+    self, durability_line, env_u64, explain_missing, payload, push_sim_toml, sim_ip, udp_send,
+    Answer, SinkStream, Tracker,
 };
 use support::kinesalite::Kinesalite;
 use tokio::sync::watch;
@@ -53,10 +53,6 @@ const DRAIN: Duration = Duration::from_secs(60);
 
 fn imsi(sim: u32) -> String {
     format!("0010100000{:05}", 300 + sim)
-}
-
-fn sim_ip(sim: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 1, sim as u8))
 }
 
 /// The ports every incarnation listens on.
@@ -158,13 +154,7 @@ destination = {{ service = "kinesis", resource_url = "https://kinesis.{region}.a
         region = Kinesalite::REGION,
     );
     for sim in PROBE_SIM..=PROBE_SIM + LOAD_SIMS {
-        write!(
-            text,
-            "\n[[subscribers]]\nimsi = \"{imsi}\"\ngroup_id = \"fleet\"\n\n[[sessions]]\nip = \"{ip}\"\nimsi = \"{imsi}\"\n",
-            imsi = imsi(sim),
-            ip = sim_ip(sim),
-        )
-        .unwrap();
+        push_sim_toml(&mut text, &imsi(sim), sim_ip(sim), "fleet");
     }
     text
 }

@@ -25,15 +25,14 @@ mod support {
     pub(crate) mod kinesalite;
 }
 
-use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use simgate::server::Bound;
 use support::durable::{
-    self, durability_line, env_u64, explain_missing, http_post, payload, udp_send, FaultProxy,
-    Mode, SinkStream, TcpDevice, Tracker,
+    self, durability_line, env_u64, explain_missing, http_post, payload, push_sim_toml, sim_ip,
+    udp_send, FaultProxy, Mode, SinkStream, TcpDevice, Tracker,
 };
 use support::kinesalite::Kinesalite;
 use tokio::sync::watch;
@@ -55,10 +54,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn imsi(sim: u32) -> String {
     format!("0010100000{:05}", 200 + sim)
-}
-
-fn sim_ip(sim: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 1, sim as u8))
 }
 
 fn config(endpoint: &str, sims: &[u32]) -> String {
@@ -95,13 +90,7 @@ destination = {{ service = "kinesis", resource_url = "https://kinesis.{region}.a
         region = Kinesalite::REGION,
     );
     for &sim in sims {
-        write!(
-            body,
-            "\n[[subscribers]]\nimsi = \"{imsi}\"\ngroup_id = \"fleet\"\n\n[[sessions]]\nip = \"{ip}\"\nimsi = \"{imsi}\"\n",
-            imsi = imsi(sim),
-            ip = sim_ip(sim),
-        )
-        .unwrap();
+        push_sim_toml(&mut body, &imsi(sim), sim_ip(sim), "fleet");
     }
     body
 }

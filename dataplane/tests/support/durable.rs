@@ -21,6 +21,18 @@ use tokio::sync::watch;
 
 use super::kinesalite::Kinesalite;
 
+/// The source address of simulated SIM number `sim` (1-254).
+pub(crate) fn sim_ip(sim: u32) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, sim as u8))
+}
+
+/// Appends a subscriber in `group` and its static session to a TOML config.
+pub(crate) fn push_sim_toml(text: &mut String, imsi: &str, ip: IpAddr, group: &str) {
+    text.push_str(&format!(
+        "\n[[subscribers]]\nimsi = \"{imsi}\"\ngroup_id = \"{group}\"\n\n[[sessions]]\nip = \"{ip}\"\nimsi = \"{imsi}\"\n"
+    ));
+}
+
 /// `name` from the environment as a number, else `default`.
 pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
