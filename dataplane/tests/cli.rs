@@ -8,11 +8,8 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Stdio;
-use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
 use tokio::process::Command;
 
 const BODY: &str = r#"
@@ -23,55 +20,11 @@ id = "OP0000000001"
 const IMSI: &str = "001010000000555";
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use common::CliOut as Out;
 
-impl Out {
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.stdout))
-    }
-}
-
-/// Runs `simgate ARGS --api … --data-dir …` with `env` added and no
-/// SIMGATE_* or AWS secret inherited from the test's environment.
+/// Runs `simgate ARGS` against this run's API and data dir, with `env` added.
 async fn simgate_env(run: &Running, args: &[&str], env: &[(&str, &str)]) -> Out {
-    let api = format!("http://{}", run.server.bound.api.unwrap());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_simgate"));
-    cmd.args(args)
-        .arg("--api")
-        .arg(&api)
-        .arg("--data-dir")
-        .arg(run.dir.path())
-        .env_remove("SIMGATE_TOKEN")
-        .env_remove("SIMGATE_API")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("simgate finished within 60 s")
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    simgate_cli(run.server.bound.api.unwrap(), run.dir.path(), args, env).await
 }
 
 async fn simgate(run: &Running, args: &[&str]) -> Out {

@@ -7,9 +7,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +19,6 @@ use simgate::server::{self, Server};
 use simgate::sinks::factory::SinkFactory;
 use simgate::sinks::{BatchLimits, BatchOutcome, RecordOutcome, Sink, SinkFuture, SinkRecord};
 use simgate_control::{Config, Credential, Destination};
-use tokio::process::Command;
 
 const RESOURCE_URL: &str = common::FUNNEL_RESOURCE_URL;
 
@@ -442,54 +440,9 @@ async fn dead_letters_need_the_token() {
     run.srv.shutdown().await;
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.stdout))
-    }
-}
-
-/// Runs the built `simgate ARGS --api … --data-dir …`, with `env` added
-/// and no SIMGATE_* inherited from the test's environment.
-async fn simgate(run: &Running, args: &[&str], env: &[(&str, &str)]) -> Out {
-    let api: SocketAddr = run.srv.bound.api.unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_simgate"));
-    cmd.args(args)
-        .arg("--api")
-        .arg(format!("http://{api}"))
-        .arg("--data-dir")
-        .arg(run.dir.path())
-        .env_remove("SIMGATE_TOKEN")
-        .env_remove("SIMGATE_API")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("simgate finished within 60 s")
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+/// Runs the built `simgate ARGS` against this run's API and data dir.
+async fn simgate(run: &Running, args: &[&str], env: &[(&str, &str)]) -> common::CliOut {
+    common::simgate_cli(run.srv.bound.api.unwrap(), run.dir.path(), args, env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

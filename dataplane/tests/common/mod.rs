@@ -244,3 +244,61 @@ imsi = "001010000000001"
     );
     Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
+
+/// What a run of the built `simgate` CLI printed.
+pub struct CliOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOut {
+    /// Asserts a zero exit status.
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.stdout))
+    }
+}
+
+/// Runs the built `simgate ARGS --api http://API --data-dir DIR` with `env`
+/// added and no SIMGATE_* or AWS secret inherited from the test's
+/// environment.
+pub async fn simgate_cli(
+    api: SocketAddr,
+    data_dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> CliOut {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_simgate"));
+    cmd.args(args)
+        .arg("--api")
+        .arg(format!("http://{api}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("SIMGATE_TOKEN")
+        .env_remove("SIMGATE_API")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("simgate finished within 60 s")
+        .unwrap();
+    CliOut {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
