@@ -417,6 +417,7 @@ pub(crate) fn spawn_destination(
         metrics: WorkerMetrics::new(metrics, kind, label),
         counted_dropped_oldest: 0,
         counted_corrupt: 0,
+        spool_stats_at: None,
     };
     tasks.spawn(worker.run(shutdown));
     queue
@@ -455,6 +456,10 @@ struct Worker {
     /// records lost to corruption found while reading.
     counted_dropped_oldest: u64,
     counted_corrupt: u64,
+    /// When the spool's statistics were last read: they take the spool's
+    /// lock, so the busy loop reads them at most every 250 ms (the loop
+    /// wakes at least once a second).
+    spool_stats_at: Option<Instant>,
 }
 
 /// The partition key as the core tracks throttling by it.
@@ -703,6 +708,7 @@ impl Worker {
     }
 
     fn finish(&mut self) {
+        self.spool_stats_at = None;
         self.update_gauges();
         if let Source::Spool { spool, .. } = &self.source {
             spool.close();
@@ -743,6 +749,7 @@ impl Worker {
                 }
             }
         }
+        self.spool_stats_at = None;
         self.update_gauges();
     }
 
@@ -752,7 +759,12 @@ impl Worker {
         m.queue_records.set(records as i64);
         m.queue_bytes.set(bytes as i64);
         m.window.set(self.core.window() as i64);
-        if let Source::Spool { spool, .. } = &self.source {
+        let now = Instant::now();
+        let due = self
+            .spool_stats_at
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(250));
+        if let (Source::Spool { spool, .. }, true) = (&self.source, due) {
+            self.spool_stats_at = Some(now);
             let s = spool.stats();
             m.spool_bytes
                 .set(i64::try_from(s.bytes).unwrap_or(i64::MAX));
