@@ -114,7 +114,7 @@ fn render(a: &ConfigArgs, endpoint: &str, ports: [SocketAddr; 4]) -> anyhow::Res
     // two simgates can run side by side.
     writeln!(
         t,
-        "beam_http = \"127.0.0.1:0\"\nbeam_website = \"127.0.0.1:0\""
+        "beam_http = \"127.0.0.1:0\"\nbeam_website = \"127.0.0.1:0\"\nbeam_tcp = \"127.0.0.1:0\"\nbeam_mqtt = \"127.0.0.1:0\""
     )?;
     writeln!(t, "\n[ingress]\nudp_workers = {}", a.udp_workers)?;
     // Sessions are static; RADIUS's fixed port (1813) would keep two

@@ -74,6 +74,13 @@ pub struct BeamEntryLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BeamDirectionLabels {
+    pub entry: String,
+    /// `up` (device → server) or `down` (server → device).
+    pub direction: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub sink: &'static str,
 }
@@ -107,6 +114,7 @@ where
 pub struct Metrics {
     pub registry: Registry,
     pub ingress_messages: Family<ListenerLabels, Counter>,
+    pub ingress_connections: Family<ListenerLabels, Counter>,
     pub ingress_rejected: Family<RejectLabels, Counter>,
     pub service_requests: Family<ServiceLabels, Counter>,
     pub funnel_records_in: Family<SinkLabels, Counter>,
@@ -136,6 +144,14 @@ pub struct Metrics {
     pub beam_upstream_errors: Family<BeamErrorLabels, Counter>,
     /// Beam HTTP: time to the upstream's response headers (or failure).
     pub beam_request_seconds: HistogramFamily<BeamEntryLabels>,
+    /// Beam stream connections (TCP → TLS, MQTT) open now, by entry.
+    pub beam_streams_open: Family<BeamEntryLabels, Gauge<i64, AtomicI64>>,
+    /// Bytes (TCP → TLS) or messages (MQTT PUBLISH) relayed, by entry and
+    /// direction.
+    pub beam_relayed: Family<BeamDirectionLabels, Counter>,
+    /// Device-side protocol errors on Beam streams (MQTT garbage, QoS 2,
+    /// bad keepalive, ...), by entry and reason.
+    pub beam_device_errors: Family<BeamErrorLabels, Counter>,
     /// Members of `service_requests` for the success answers, resolved once.
     served_ok: [[Counter; 3]; 2],
 }
@@ -151,6 +167,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("simgate");
         let m = Self {
             ingress_messages: Family::default(),
+            ingress_connections: Family::default(),
             ingress_rejected: Family::default(),
             service_requests: Family::default(),
             funnel_records_in: Family::default(),
@@ -176,6 +193,9 @@ impl Metrics {
             beam_requests: Family::default(),
             beam_upstream_errors: Family::default(),
             beam_request_seconds: Family::new_with_constructor(latency_histogram),
+            beam_streams_open: Family::default(),
+            beam_relayed: Family::default(),
+            beam_device_errors: Family::default(),
             registry: Registry::default(),
             served_ok: Default::default(),
         };
@@ -183,6 +203,11 @@ impl Metrics {
             "ingress_messages",
             "Messages received, by listener and protocol",
             m.ingress_messages.clone(),
+        );
+        registry.register(
+            "ingress_connections",
+            "TCP connections accepted from identified devices, by listener",
+            m.ingress_connections.clone(),
         );
         registry.register(
             "ingress_rejected",
@@ -305,6 +330,21 @@ impl Metrics {
             "Beam HTTP: time from the device's request to the upstream's response headers",
             m.beam_request_seconds.clone(),
         );
+        registry.register(
+            "beam_streams_open",
+            "Beam stream connections (TCP to TLS, MQTT) open now, by entry",
+            m.beam_streams_open.clone(),
+        );
+        registry.register(
+            "beam_relayed",
+            "Beam streams: bytes (TCP to TLS) or PUBLISH messages (MQTT) relayed, by entry and direction",
+            m.beam_relayed.clone(),
+        );
+        registry.register(
+            "beam_device_errors",
+            "Beam streams: device-side protocol errors, by entry and reason",
+            m.beam_device_errors.clone(),
+        );
         let ok = |service, status| {
             ["udp", "tcp", "http"].map(|protocol| {
                 member(
@@ -413,6 +453,18 @@ impl Metrics {
             })
             .inc();
         tracing::warn!(entry, reason = error.label(), error = %error, "Beam upstream failed");
+    }
+
+    /// Counts (and logs at debug) a device-side protocol error on a Beam
+    /// stream.
+    pub fn beam_device_error(&self, entry: &str, reason: &'static str) {
+        self.beam_device_errors
+            .get_or_create(&BeamErrorLabels {
+                entry: entry.to_owned(),
+                reason,
+            })
+            .inc();
+        tracing::debug!(entry, reason, "Beam device protocol error");
     }
 
     /// Prometheus text exposition.

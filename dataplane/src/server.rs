@@ -13,9 +13,10 @@ use tokio::task::JoinSet;
 
 use crate::api::{self, ApiState};
 use crate::ingress::http::{HttpLimits, HttpListener};
-use crate::ingress::{self, tcp::TcpLimits, udp::UdpOptions};
+use crate::ingress::tcp::{Handoff, TcpLimits};
+use crate::ingress::{self, udp::UdpOptions};
 use crate::metrics::Metrics;
-use crate::services::beam::http::BeamHttp;
+use crate::services::beam::Beam;
 use crate::services::funnel::Funnel;
 use crate::services::harvest::{self, HarvestStore};
 use crate::services::{Entry, Services};
@@ -36,6 +37,10 @@ pub struct Bound {
     pub beam_http: Option<SocketAddr>,
     /// Beam website entry (:18080).
     pub beam_website: Option<SocketAddr>,
+    /// Beam TCP → TCP(S) entry (:8023).
+    pub beam_tcp: Option<SocketAddr>,
+    /// Beam MQTT entry (:1883).
+    pub beam_mqtt: Option<SocketAddr>,
 }
 
 /// A running simgate.
@@ -129,7 +134,11 @@ async fn start_inner(
         funnel,
         harvest: Arc::clone(&harvest),
         metrics: Arc::clone(&metrics),
-        beam_http: BeamHttp::new(upstream, config.upstream.clone(), Arc::clone(&metrics)),
+        beam: Arc::new(Beam::new(
+            upstream,
+            config.upstream.clone(),
+            Arc::clone(&metrics),
+        )),
     });
 
     let mut listeners = JoinSet::new();
@@ -167,7 +176,7 @@ async fn start_inner(
         bound.unified_tcp = Some(
             ingress::tcp::spawn(
                 addr,
-                Entry::Unified,
+                Handoff::Messages(Entry::Unified),
                 "unified",
                 tcp_limits,
                 Arc::clone(&services),
@@ -196,7 +205,7 @@ async fn start_inner(
         bound.harvest_tcp = Some(
             ingress::tcp::spawn(
                 addr,
-                Entry::Harvest,
+                Handoff::Messages(Entry::Harvest),
                 "harvest",
                 tcp_limits,
                 Arc::clone(&services),
@@ -204,6 +213,34 @@ async fn start_inner(
                 &mut listeners,
             )
             .with_context(|| format!("cannot bind TCP {addr}"))?,
+        );
+    }
+    for (addr, handoff, name, slot) in [
+        (
+            config.listen.beam_tcp,
+            Handoff::BeamTcp,
+            "beam_tcp",
+            &mut bound.beam_tcp,
+        ),
+        (
+            config.listen.beam_mqtt,
+            Handoff::BeamMqtt,
+            "beam_mqtt",
+            &mut bound.beam_mqtt,
+        ),
+    ] {
+        let Some(addr) = addr else { continue };
+        *slot = Some(
+            ingress::tcp::spawn(
+                addr,
+                handoff,
+                name,
+                tcp_limits,
+                Arc::clone(&services),
+                shutdown.clone(),
+                &mut listeners,
+            )
+            .with_context(|| format!("cannot bind {name} {addr}"))?,
         );
     }
     let http_limits = HttpLimits {

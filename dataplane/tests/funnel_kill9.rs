@@ -116,6 +116,8 @@ harvest = "127.0.0.1:{harvest}"
 api = "127.0.0.1:{api}"
 beam_http = "127.0.0.1:0"
 beam_website = "127.0.0.1:0"
+beam_tcp = "127.0.0.1:0"
+beam_mqtt = "127.0.0.1:0"
 
 [radius]
 enabled = false

@@ -87,6 +87,14 @@ pub struct Listeners {
     /// path appended to the destination.
     #[serde(default = "Listeners::beam_website_default")]
     pub beam_website: Option<SocketAddr>,
+    /// Beam TCP → TCP(S) entry (SORACOM's `beam.soracom.io:8023`): the
+    /// group's `tcp://beam.soracom.io:8023` entry.
+    #[serde(default = "Listeners::beam_tcp_default")]
+    pub beam_tcp: Option<SocketAddr>,
+    /// Beam MQTT → MQTT(S) entry (SORACOM's `beam.soracom.io:1883`): the
+    /// group's `mqtt://beam.soracom.io:1883` entry.
+    #[serde(default = "Listeners::beam_mqtt_default")]
+    pub beam_mqtt: Option<SocketAddr>,
 }
 
 impl Listeners {
@@ -108,6 +116,12 @@ impl Listeners {
     fn beam_website_default() -> Option<SocketAddr> {
         Some(SocketAddr::from(([127, 0, 0, 1], 18080)))
     }
+    fn beam_tcp_default() -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 8023)))
+    }
+    fn beam_mqtt_default() -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], 1883)))
+    }
 }
 
 impl Default for Listeners {
@@ -119,6 +133,8 @@ impl Default for Listeners {
             api: Self::api_default(),
             beam_http: Self::beam_http_default(),
             beam_website: Self::beam_website_default(),
+            beam_tcp: Self::beam_tcp_default(),
+            beam_mqtt: Self::beam_mqtt_default(),
         }
     }
 }

@@ -272,8 +272,8 @@ async fn beam(
         }
     };
     services
-        .beam_http
-        .serve(point, req, &identity, &snapshot)
+        .beam
+        .serve_http(point, req, &identity, &snapshot)
         .await
 }
 

@@ -1,5 +1,9 @@
-//! TCP ingress: as SORACOM does, each read is one message and gets one reply.
-//! The connection is refused at accept when its source has no session.
+//! TCP ingress. The connection is refused at accept when its source has no
+//! session; an identified connection is then handed to its service
+//! ([`Handoff`]): the message loop (each read is one message and gets one
+//! reply, as SORACOM's :23080 and :8514 do), or Beam's TCP → TLS and MQTT
+//! proxies, which drive the stream themselves. Connection limits, the
+//! identity check, metrics and shutdown stay here, in one place.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,9 +15,37 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use simgate_control::{Identity, Snapshot};
+
 use crate::metrics::{member, ListenerLabels};
 use crate::services::funnel::SourceProtocol;
 use crate::services::{Entry, Handled, Message, Services};
+
+/// Who serves a listener's identified connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Each read is one message to `Entry`, answered with one reply.
+    Messages(Entry),
+    /// Beam TCP → TCP(S) (:8023).
+    BeamTcp,
+    /// Beam MQTT → MQTT(S) (:1883).
+    BeamMqtt,
+}
+
+/// An accepted connection from an identified device, handed to the service
+/// that drives it.
+pub struct DeviceConnection {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Who the device was at accept (a stream service keeps this identity
+    /// for the connection's life, as a SORACOM session does).
+    pub identity: Identity,
+    pub snapshot: Arc<Snapshot>,
+    pub listener: &'static str,
+    pub limits: TcpLimits,
+    /// Becomes `true` when simgate shuts down: close the connection.
+    pub shutdown: watch::Receiver<bool>,
+}
 
 /// Limits of one TCP listener.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +57,7 @@ pub struct TcpLimits {
 
 pub fn spawn(
     addr: SocketAddr,
-    entry: Entry,
+    handoff: Handoff,
     listener_name: &'static str,
     limits: TcpLimits,
     services: Arc<Services>,
@@ -37,7 +69,7 @@ pub fn spawn(
     let bound = listener.local_addr()?;
     tasks.spawn(accept_loop(
         listener,
-        entry,
+        handoff,
         listener_name,
         limits,
         services,
@@ -48,7 +80,7 @@ pub fn spawn(
 
 async fn accept_loop(
     listener: TcpListener,
-    entry: Entry,
+    handoff: Handoff,
     name: &'static str,
     limits: TcpLimits,
     services: Arc<Services>,
@@ -75,31 +107,56 @@ async fn accept_loop(
             services.metrics.reject("tcp", "too_many_connections", peer);
             continue;
         };
-        if let Err(e) = services.identify(peer) {
-            services.metrics.reject("tcp", e.reason(), peer);
-            continue; // dropping the stream closes it
-        }
+        let (identity, snapshot) = match services.identify(peer) {
+            Ok((identity, snapshot)) => (identity, arc_swap::Guard::into_inner(snapshot)),
+            Err(e) => {
+                services.metrics.reject("tcp", e.reason(), peer);
+                continue; // dropping the stream closes it
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        member(
+            &services.metrics.ingress_connections,
+            &ListenerLabels {
+                listener: name,
+                protocol: "tcp",
+            },
+        )
+        .inc();
+        let conn = DeviceConnection {
+            stream,
+            peer,
+            identity,
+            snapshot,
+            listener: name,
+            limits,
+            shutdown: shutdown.clone(),
+        };
         let services = Arc::clone(&services);
-        let shutdown = shutdown.clone();
         conns.spawn(async move {
             let _permit = permit;
-            connection(stream, peer, entry, name, limits, services, shutdown).await;
+            match handoff {
+                Handoff::Messages(entry) => messages(conn, entry, services).await,
+                Handoff::BeamTcp => Arc::clone(&services.beam).serve_tcp(conn).await,
+                Handoff::BeamMqtt => Arc::clone(&services.beam).serve_mqtt(conn).await,
+            }
         });
     }
-    // Let open connections finish their current message.
+    // Let open connections finish their current message (stream services
+    // close on the shutdown signal).
     while conns.join_next().await.is_some() {}
 }
 
-async fn connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    entry: Entry,
-    name: &'static str,
-    limits: TcpLimits,
-    services: Arc<Services>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+/// The message loop: each read is one message, answered with one reply.
+async fn messages(conn: DeviceConnection, entry: Entry, services: Arc<Services>) {
+    let DeviceConnection {
+        mut stream,
+        peer,
+        listener: name,
+        limits,
+        mut shutdown,
+        ..
+    } = conn;
     let received = member(
         &services.metrics.ingress_messages,
         &ListenerLabels {

@@ -11,7 +11,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use simgate_control::{Identity, IdentityError, SessionTable, Snapshot, SnapshotHandle};
+use simgate_control::{
+    BeamEntryPoint, Identity, IdentityError, SessionTable, Snapshot, SnapshotHandle,
+};
 
 use crate::metrics::Metrics;
 use funnel::{Accepted, Funnel, FunnelReply, SourceProtocol};
@@ -108,9 +110,9 @@ pub struct Services {
     pub funnel: Funnel,
     pub harvest: Arc<HarvestStore>,
     pub metrics: Arc<Metrics>,
-    /// Beam's HTTP and website entries (streamed; ingress hands it the
-    /// identified request).
-    pub beam_http: beam::http::BeamHttp,
+    /// Beam's proxies (ingress hands them the identified request or
+    /// connection; UDP/TCP → HTTP goes through [`Services::handle`]).
+    pub beam: Arc<beam::Beam>,
 }
 
 impl std::fmt::Debug for Services {
@@ -170,18 +172,62 @@ impl Services {
                     "Harvest is not enabled for this SIM's group",
                 ))
             }
-            Entry::Unified => match (funnel_on, harvest_on) {
-                (true, false) => self.funnel(msg, identity, snapshot),
-                (false, true) => self.harvest(msg, identity),
-                (true, true) => self.both(msg, identity, snapshot),
-                (false, false) => {
-                    self.metrics.served("unified", proto, 400);
-                    Handled::Now(Reply::error(
-                        400,
-                        "no service is enabled for this SIM's group (enable Funnel or Harvest)",
-                    ))
-                }
-            },
+            Entry::Unified => self.unified(msg, identity, snapshot, funnel_on, harvest_on),
+        }
+    }
+
+    /// The Unified Endpoint: every service the group enables among Beam
+    /// (UDP/TCP → HTTP), Funnel and Harvest, in parallel. One service
+    /// answers as itself; several answer with the unified JSON ("auto").
+    fn unified(
+        &self,
+        msg: &Message<'_>,
+        identity: &Identity,
+        snapshot: &Snapshot,
+        funnel_on: bool,
+        harvest_on: bool,
+    ) -> Handled {
+        let beam_point = match msg.protocol {
+            SourceProtocol::Udp => Some(BeamEntryPoint::UdpToHttp),
+            SourceProtocol::Tcp => Some(BeamEntryPoint::TcpToHttp),
+            SourceProtocol::Http => None,
+        };
+        let beam = beam_point.and_then(|point| {
+            let entry = identity.group.as_deref()?.beam.enabled(&point)?;
+            Some((point, entry))
+        });
+        let mut parts: Vec<(&'static str, Handled)> = Vec::with_capacity(3);
+        if let Some((point, entry)) = beam {
+            parts.push((
+                "beam",
+                self.beam
+                    .forward_payload(&point, entry, msg.payload, identity, snapshot),
+            ));
+        }
+        if funnel_on {
+            parts.push(("funnel", self.funnel(msg, identity, snapshot)));
+        }
+        if harvest_on {
+            parts.push(("harvest", self.harvest(msg, identity)));
+        }
+        match parts.len() {
+            0 => {
+                self.metrics.served("unified", msg.protocol.as_str(), 400);
+                Handled::Now(Reply::error(
+                    400,
+                    "no service is enabled for this SIM's group (enable Beam, Funnel or Harvest)",
+                ))
+            }
+            1 => parts
+                .pop()
+                .map_or(Handled::Now(Reply::error(500, "")), |(_, h)| h),
+            _ => Handled::Later(Box::pin(async move {
+                let (names, handled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+                let replies =
+                    futures_util::future::join_all(handled.into_iter().map(resolve)).await;
+                let named: Vec<(&str, &Reply)> = names.into_iter().zip(replies.iter()).collect();
+                unified_reply(&named)
+            })),
         }
     }
 
@@ -272,18 +318,6 @@ impl Services {
             category,
             content: Bytes::copy_from_slice(msg.payload),
         })
-    }
-
-    /// Unified Endpoint with Funnel and Harvest both on: the unified JSON
-    /// answer, 207 when either failed.
-    fn both(&self, msg: &Message<'_>, identity: &Identity, snapshot: &Snapshot) -> Handled {
-        let funnel = self.funnel(msg, identity, snapshot);
-        let harvest = self.harvest(msg, identity);
-        Handled::Later(Box::pin(async move {
-            let f = resolve(funnel).await;
-            let h = resolve(harvest).await;
-            unified_reply(&[("funnel", &f), ("harvest", &h)])
-        }))
     }
 }
 

@@ -29,6 +29,10 @@ pub use error::{UpstreamError, UpstreamErrorKind};
 pub use http::{full_body, Body, BoxError, HttpClient};
 pub use tls::{ClientIdentity, RootSources, UpstreamConfigError};
 
+/// A raw outbound byte stream, TLS or not.
+pub trait StreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> StreamIo for T {}
+
 /// Timeouts and pool limits, from `[upstream]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -204,6 +208,28 @@ impl Upstream {
             None => Ok(Arc::clone(&self.inner.anonymous.tls.stream)),
             Some(id) => Ok(Arc::clone(&self.profile_for(id)?.tls.stream)),
         }
+    }
+
+    /// A stream to `host:port`: verified TLS when `tls` (`tcps://`,
+    /// `mqtts://`), else plain TCP (`tcp://`, `mqtt://`).
+    pub async fn connect_stream(
+        &self,
+        tls: bool,
+        host: &str,
+        port: u16,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<Box<dyn StreamIo>, UpstreamError> {
+        if tls {
+            Ok(Box::new(self.connect_tls(host, port, identity).await?))
+        } else {
+            Ok(Box::new(self.connect_tcp(host, port).await?))
+        }
+    }
+
+    /// A plain TCP stream to `host:port` (Beam `tcp://` and `mqtt://`
+    /// destinations), within the connect timeout.
+    pub async fn connect_tcp(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
+        connect::tcp(host, port, self.inner.limits.connect_timeout).await
     }
 
     /// A verified TLS stream to `host:port` (Beam TCP→TLS, MQTTS), within

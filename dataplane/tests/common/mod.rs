@@ -34,6 +34,8 @@ harvest = "127.0.0.1:0"
 api = "127.0.0.1:0"
 beam_http = "127.0.0.1:0"
 beam_website = "127.0.0.1:0"
+beam_tcp = "127.0.0.1:0"
+beam_mqtt = "127.0.0.1:0"
 
 [radius]
 listen = "127.0.0.1:0"

@@ -9,7 +9,6 @@
 //! `502` (`504` when a step ran out of time), each counted with its reason
 //! and logged once with the entry's name.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,15 +17,13 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use simgate_control::clock::now_ms;
-use simgate_control::config::UpstreamSettings;
-use simgate_control::snapshot::resolve_psk;
-use simgate_control::{BeamConfig, BeamEntry, BeamEntryPoint, Identity, Snapshot};
-use tokio::sync::OnceCell;
+use simgate_control::{BeamConfig, BeamEntryPoint, Identity, Snapshot};
 
 use super::headers::BeamIdentity;
+use super::{entry_label, signing_key, Beam};
 use super::{prepare_request_headers, select_http_entry, website_entry, website_url};
-use crate::metrics::{BeamEntryLabels, Metrics};
-use crate::upstream::{full_body, Body, BoxError, Upstream};
+use crate::metrics::BeamEntryLabels;
+use crate::upstream::{full_body, Body, BoxError};
 
 /// Which Beam entry point a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +35,7 @@ pub enum HttpEntryPoint {
 }
 
 /// The `entry` label when no enabled entry matched.
-const NO_ENTRY: &str = "none";
+pub(crate) const NO_ENTRY: &str = "none";
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and
 /// are never forwarded. `Proxy-*` headers are removed by prefix.
@@ -74,57 +71,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The metric and log name of an entry: its `name`, else its key.
-fn entry_label(entry: &BeamEntry, point: &BeamEntryPoint) -> String {
-    if entry.name.is_empty() {
-        point.key()
-    } else {
-        entry.name.clone()
-    }
-}
-
-/// Beam's HTTP proxy: shared by the :8888, :18080 and :8080 listeners.
-pub struct BeamHttp {
-    /// Built at start by the server, or on first use (servers started
-    /// with a test sink factory build none until Beam is used).
-    upstream: OnceCell<Upstream>,
-    settings: UpstreamSettings,
-    metrics: Arc<Metrics>,
-}
-
-impl std::fmt::Debug for BeamHttp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BeamHttp").finish_non_exhaustive()
-    }
-}
-
-impl BeamHttp {
-    pub fn new(
-        upstream: Option<Upstream>,
-        settings: UpstreamSettings,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            upstream: OnceCell::new_with(upstream),
-            settings,
-            metrics,
-        }
-    }
-
-    async fn upstream(&self) -> Result<&Upstream, String> {
-        self.upstream
-            .get_or_try_init(|| async {
-                let settings = self.settings.clone();
-                tokio::task::spawn_blocking(move || Upstream::new(&settings))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())
-            })
-            .await
-    }
-
-    /// Serves one request from an identified device.
-    pub async fn serve(
+impl Beam {
+    /// Serves one HTTP request from an identified device.
+    pub async fn serve_http(
         &self,
         point: HttpEntryPoint,
         req: Request<Incoming>,
@@ -172,19 +121,16 @@ impl BeamHttp {
         };
         let label = entry_label(entry, &key);
 
-        let psk = match (entry.add_signature, entry.psk.as_ref()) {
-            (true, Some(r)) => match resolve_psk(snapshot, r, &identity.subscriber.imsi) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    tracing::warn!(entry = %label, error = %e, "Beam psk credential unavailable");
-                    return self.fail(
-                        &label,
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Beam signature key is unavailable",
-                    );
-                }
-            },
-            _ => None,
+        let psk = match signing_key(entry, snapshot, &identity.subscriber.imsi) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(entry = %label, error = %e, "Beam psk credential unavailable");
+                return self.fail(
+                    &label,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Beam signature key is unavailable",
+                );
+            }
         };
         let Ok(uri) = url.parse::<Uri>() else {
             return self.fail(&label, StatusCode::BAD_REQUEST, "invalid request target");
