@@ -166,6 +166,36 @@ impl Mosquitto {
         ))
     }
 
+    /// Stops the broker (its clients see the connection drop).
+    pub(crate) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port(s), with a fresh state
+    /// (targets made before point at removed files: make new ones).
+    ///
+    /// # Panics
+    /// If it does not come up.
+    pub(crate) fn restart(&mut self, certs: &Certs) {
+        self.stop();
+        let bin = binary("mosquitto", "mosquitto");
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start(&bin, certs, self.port, self.plain_port) {
+                Ok(m) => {
+                    *self = m;
+                    return;
+                }
+                Err(e) => {
+                    failures.push(e);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        panic!("mosquitto did not restart: {}", failures.join("; "));
+    }
+
     pub(crate) fn port(&self) -> u16 {
         self.port
     }

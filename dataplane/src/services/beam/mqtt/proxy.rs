@@ -21,6 +21,7 @@ use crate::ingress::tcp::DeviceConnection;
 use crate::metrics::BeamDirectionLabels;
 use crate::services::beam::stream::{OpenError, OpenStream, StreamTarget};
 use crate::services::beam::Beam;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
 
 /// Largest MQTT packet accepted from either side. AWS IoT Core's limit is
 /// 128 KiB; SORACOM documents none. Larger announced sizes close the
@@ -138,13 +139,26 @@ async fn broker_handshake(
         other => format!("{other:?}"),
     })?;
     let mut up = Conn::new(open);
-    up.send([Packet::Connect(connect.clone())])
-        .await
-        .map_err(|e| format!("sending CONNECT: {e}"))?;
-    match up.read_within(HANDSHAKE_TIMEOUT).await {
-        Ok(Packet::ConnAck(ack)) => Ok((up, ack)),
-        Ok(other) => Err(format!("broker answered CONNECT with {}", other.name())),
-        Err(e) => Err(format!("broker's CONNACK: {e}")),
+    let exchange = async {
+        up.send([Packet::Connect(connect.clone())])
+            .await
+            .map_err(|e| format!("sending CONNECT: {e}"))?;
+        match up.read_within(HANDSHAKE_TIMEOUT).await {
+            Ok(Packet::ConnAck(ack)) => Ok(ack),
+            Ok(other) => Err(format!("broker answered CONNECT with {}", other.name())),
+            Err(e) => Err(format!("broker's CONNACK: {e}")),
+        }
+    };
+    match exchange.await {
+        Ok(ack) => Ok((up, ack)),
+        Err(e) => {
+            // Connected but no CONNACK: a TLS 1.3 server refuses a client
+            // certificate only after the client's handshake is done.
+            let error = UpstreamError::new(UpstreamErrorKind::Other, e.clone());
+            beam.metrics.beam_upstream_error(&target.label, &error);
+            beam.metrics.beam_served(&target.label, 502);
+            Err(e)
+        }
     }
 }
 
@@ -313,8 +327,8 @@ impl Beam {
                         }
                         Err(e) => {
                             tracing::warn!(entry = %label, %peer, error = %e, "MQTT broker connection lost; reconnecting");
-                            self.metrics.beam_upstream_error(&label, &crate::upstream::UpstreamError::new(
-                                crate::upstream::UpstreamErrorKind::Other,
+                            self.metrics.beam_upstream_error(&label, &UpstreamError::new(
+                                UpstreamErrorKind::Other,
                                 format!("broker connection lost: {}", e.reason()),
                             ));
                             upstream = None;
