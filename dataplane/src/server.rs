@@ -137,6 +137,7 @@ async fn start_inner(
         beam: Arc::new(Beam::new(
             upstream,
             config.upstream.clone(),
+            config.ingress.beam_max_body,
             Arc::clone(&metrics),
         )),
     });

@@ -38,6 +38,9 @@ fn config(certs: &Certs, good: u16, wrong: u16, closed: u16) -> String {
 ca_file = {ca:?}
 response_timeout_ms = 1500
 
+[ingress]
+beam_max_body = 250000
+
 [[operators]]
 id = "OP0000000001"
 
@@ -226,6 +229,13 @@ async fn device_reaches_https_server_through_beam_http_and_website() {
         "chunked body differs ({} bytes)",
         e.body_len
     );
+
+    // Over `beam_max_body`: 413, announced or streamed.
+    let over: Vec<u8> = vec![b'x'; 300_000];
+    let (status, out) = chunked_post(beam, "/in/big", &over).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&out));
+    let (status, _, _) = request(beam, "POST", "beam.soracom.io", "/in/x", &[], &over).await;
+    assert_eq!(status, 413);
 
     // Any method; the upstream's status comes back unchanged.
     let (status, headers, out) = request(

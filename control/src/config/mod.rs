@@ -151,6 +151,9 @@ pub struct IngressSettings {
     pub udp_reply: bool,
     /// Largest HTTP request body accepted (SORACOM Funnel: 800,000 bytes).
     pub http_max_body: usize,
+    /// Largest request body Beam forwards (streamed, so this bounds the
+    /// upstream's work, not simgate's memory); larger ones get `413`.
+    pub beam_max_body: u64,
     /// Largest single TCP message (one read); longer reads are split.
     pub tcp_max_message: usize,
     /// Idle TCP connections are closed after this long.
@@ -165,6 +168,7 @@ impl Default for IngressSettings {
             udp_workers: 0,
             udp_reply: true,
             http_max_body: 800_000,
+            beam_max_body: 10 << 20,
             tcp_max_message: 65_536,
             tcp_idle_timeout_ms: 300_000,
             tcp_max_connections: 10_000,

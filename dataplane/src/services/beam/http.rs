@@ -9,12 +9,14 @@
 //! `502` (`504` when a step ran out of time), each counted with its reason
 //! and logged once with the entry's name.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt as _;
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use simgate_control::clock::now_ms;
 use simgate_control::{BeamConfig, BeamEntryPoint, Identity, Snapshot};
@@ -137,6 +139,14 @@ impl Beam {
         };
 
         let (mut parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            self.metrics.beam_device_error(&label, "body_too_large");
+            return self.fail(&label, StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
+        }
         strip_hop_by_hop(&mut parts.headers);
         let imei15 = identity.imei.as_ref().map(|i| i.imei15());
         let id = BeamIdentity::new(identity, imei15.as_deref());
@@ -162,7 +172,20 @@ impl Beam {
         parts.uri = uri;
         // The client speaks HTTP/1.1 or HTTP/2 (ALPN) whatever the device used.
         parts.version = Version::HTTP_11;
-        let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+        // A chunked body is cut at the limit (the upstream sees an aborted
+        // request); `sent` tells that case from an upstream failure.
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&sent);
+        let body = body
+            .map_err(|e| Box::new(e) as BoxError)
+            .map_frame(move |f| {
+                if let Some(d) = f.data_ref() {
+                    counter.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                f
+            });
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        let body = Limited::new(body, limit).boxed_unsync();
         let req = Request::from_parts(parts, body);
 
         let upstream = match self.upstream().await {
@@ -191,6 +214,10 @@ impl Beam {
                 self.metrics.beam_served(&label, parts.status.as_u16());
                 let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
                 Response::from_parts(parts, body)
+            }
+            Err(_) if sent.load(Ordering::Relaxed) > self.max_body => {
+                self.metrics.beam_device_error(&label, "body_too_large");
+                self.fail(&label, StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")
             }
             Err(e) => {
                 self.metrics.beam_upstream_error(&label, &e);

@@ -40,6 +40,8 @@ pub struct Beam {
     /// with a test sink factory build none until Beam is used).
     upstream: OnceCell<Upstream>,
     settings: UpstreamSettings,
+    /// Largest device request body forwarded (`[ingress] beam_max_body`).
+    max_body: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -53,11 +55,13 @@ impl Beam {
     pub fn new(
         upstream: Option<Upstream>,
         settings: UpstreamSettings,
+        max_body: u64,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             upstream: OnceCell::new_with(upstream),
             settings,
+            max_body,
             metrics,
         }
     }
