@@ -376,6 +376,47 @@ async fn mtls_server_accepts_our_client_certificate() {
     echo.abort();
 }
 
+/// An `x509` credential's own `ca` verifies its broker for connections
+/// presenting it, and only those.
+#[tokio::test]
+async fn credential_ca_is_trusted_with_its_identity_only() {
+    let ca = Ca::new("private broker CA");
+    let device_ca = Ca::new("device CA");
+    let (client_cert, client_key) =
+        device_ca.issue(&["sim-1"], ExtendedKeyUsagePurpose::ClientAuth);
+    let plain =
+        ClientIdentity::from_pem("cred", &client_cert.pem(), &client_key.serialize_pem()).unwrap();
+    let with_ca = plain.clone().with_ca_pem(&ca.cert.pem()).unwrap();
+
+    let roots = RootSources {
+        system: false,
+        ssl_cert_file: None,
+        ca_file: None,
+    };
+    let upstream = Upstream::with_roots(&settings(), &roots).unwrap();
+    let (addr, echo) =
+        tls_echo_server(server_config(&ca, &["localhost"], Some(&device_ca), &[])).await;
+    let e = upstream
+        .connect_tls("localhost", addr.port(), Some(&plain))
+        .await
+        .unwrap_err();
+    assert_eq!(e.label(), "tls", "{e}");
+    let mut stream = upstream
+        .connect_tls("localhost", addr.port(), Some(&with_ca))
+        .await
+        .unwrap();
+    let mut hello = [0u8; 6];
+    stream.read_exact(&mut hello).await.unwrap();
+    assert_eq!(&hello, b"hello\n");
+    // The anonymous profile still does not trust it.
+    let e = upstream
+        .connect_tls("localhost", addr.port(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.label(), "tls", "{e}");
+    echo.abort();
+}
+
 #[tokio::test]
 async fn refused_and_timeouts_are_classified() {
     let dir = tempfile::tempdir().unwrap();

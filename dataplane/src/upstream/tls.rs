@@ -145,6 +145,9 @@ pub struct ClientIdentity {
     fingerprint: [u8; 32],
     chain: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
+    /// The credential's own `ca`: trusted, besides the usual roots, by
+    /// connections presenting this identity (a private broker's CA).
+    extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl fmt::Debug for ClientIdentity {
@@ -188,7 +191,25 @@ impl ClientIdentity {
             fingerprint: digest.finalize().into(),
             chain,
             key: Arc::new(key),
+            extra_roots: Vec::new(),
         })
+    }
+
+    /// Also trusts the CA certificates in `ca_pem` (the `x509`
+    /// credential's `ca`) for connections presenting this identity.
+    pub fn with_ca_pem(mut self, ca_pem: &str) -> Result<Self, UpstreamConfigError> {
+        let roots = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| UpstreamConfigError::ClientCertificate {
+                id: self.id.to_string(),
+                reason: format!("ca: {e}"),
+            })?;
+        let mut digest = Sha256::new();
+        digest.update(self.fingerprint);
+        digest.update(ca_pem.as_bytes());
+        self.fingerprint = digest.finalize().into();
+        self.extra_roots = roots;
+        Ok(self)
     }
 
     /// The credential this identity came from.
@@ -221,9 +242,20 @@ impl TlsConfigs {
         // The provider is passed explicitly, so nothing depends on (or sets)
         // a process-wide default.
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let roots = match identity {
+            Some(id) if !id.extra_roots.is_empty() => {
+                let mut store = RootCertStore::clone(roots);
+                let (_, ignored) = store.add_parsable_certificates(id.extra_roots.iter().cloned());
+                if ignored > 0 {
+                    tracing::warn!(id = %id.id, ignored, "unusable CA certificates in the credential's ca");
+                }
+                Arc::new(store)
+            }
+            _ => Arc::clone(roots),
+        };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(Arc::clone(roots));
+            .with_root_certificates(roots);
         let stream = match identity {
             None => builder.with_no_client_auth(),
             Some(id) => builder

@@ -112,11 +112,17 @@ fn client_identity(
     };
     let (credential, x509) =
         simgate_control::snapshot::resolve_x509(snapshot, r, imsi).map_err(|e| e.to_string())?;
-    crate::upstream::ClientIdentity::from_pem(
+    let identity = crate::upstream::ClientIdentity::from_pem(
         credential.id.to_string(),
         &x509.cert,
         x509.key.expose(),
     )
-    .map(Some)
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    match x509.ca.as_deref().filter(|ca| !ca.trim().is_empty()) {
+        Some(ca) => identity
+            .with_ca_pem(ca)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        None => Ok(Some(identity)),
+    }
 }
