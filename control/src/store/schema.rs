@@ -12,7 +12,7 @@ use super::configuration::{self, Namespace};
 use super::StoreError;
 
 /// The version this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 pub(crate) const KEY_SCHEMA_VERSION: &str = "schema_version";
@@ -28,6 +28,12 @@ pub(crate) const CREDENTIALS: TableDefinition<'_, &str, &[u8]> =
     TableDefinition::new("credentials");
 pub(crate) const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
 pub(crate) const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
+/// SAM-style auth keys (`authKeyId` → hashed secret), for `POST /v1/auth`.
+pub(crate) const AUTH_KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("auth_keys");
+/// Sessions learned from RADIUS accounting (IP → session), so that they
+/// survive a restart until the gateway's next Interim-Update replaces them.
+pub(crate) const RADIUS_SESSIONS: TableDefinition<'_, &str, &[u8]> =
+    TableDefinition::new("radius_sessions");
 
 /// One step: brings a store from version `i` to `i + 1` (its index).
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
@@ -35,7 +41,7 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 /// `MIGRATIONS[i]` migrates version `i` to `i + 1`; version 0 is an empty
 /// file. Append a step (and bump [`SCHEMA_VERSION`]) for each new version;
 /// never edit a released one.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3];
 
 /// Version 1: one table per entity, JSON values (see `records.rs`).
 fn v0_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -110,6 +116,15 @@ fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Version 3: auth keys (SORACOM `POST /v1/auth`) and persisted RADIUS
+/// sessions, each a table of its own. A version 2 simgate would ignore
+/// both, silently losing auth keys: hence the version.
+fn v2_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(AUTH_KEYS)?;
+    txn.open_table(RADIUS_SESSIONS)?;
+    Ok(())
+}
+
 /// The version recorded in the file; 0 for a new file.
 pub(crate) fn read_version(txn: &WriteTransaction) -> Result<u64, StoreError> {
     let meta = txn.open_table(META)?;
@@ -175,9 +190,12 @@ mod tests {
         assert_eq!(read_version(&txn).unwrap(), 1);
         migrate(&txn, 1, 2).unwrap();
         assert_eq!(read_version(&txn).unwrap(), 2);
-        assert!(migrate(&txn, 2, 3).is_err());
-        assert!(migrate(&txn, 2, 0).is_err());
-        migrate(&txn, 2, 2).unwrap();
+        migrate(&txn, 2, 3).unwrap();
+        assert_eq!(read_version(&txn).unwrap(), 3);
+        assert!(txn.open_table(AUTH_KEYS).is_ok());
+        assert!(migrate(&txn, 3, 4).is_err());
+        assert!(migrate(&txn, 3, 0).is_err());
+        migrate(&txn, 3, 3).unwrap();
         txn.commit().unwrap();
     }
 
