@@ -7,6 +7,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+#[path = "../../fuzz/checks/beam_mqtt_codec.rs"]
+mod beam_mqtt_codec;
 #[path = "../../fuzz/checks/beam_tcp_line.rs"]
 mod beam_tcp_line;
 #[path = "../../fuzz/checks/config_toml.rs"]
@@ -112,4 +114,9 @@ fn spool_segment_corpus() {
 #[test]
 fn beam_tcp_line_corpus() {
     replay("beam_tcp_line", beam_tcp_line::check);
+}
+
+#[test]
+fn beam_mqtt_codec_corpus() {
+    replay("beam_mqtt_codec", beam_mqtt_codec::check);
 }
