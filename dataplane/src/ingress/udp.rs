@@ -5,6 +5,7 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use socket2::Socket;
 use tokio::io::Interest;
@@ -196,11 +197,15 @@ impl Worker {
                 // spawn per datagram was a measurable share of the CPU.
                 let batch = std::mem::take(&mut later);
                 let worker = Arc::clone(&this);
+                // Each answer goes out as soon as it is ready: a Beam
+                // request to a slow upstream must not hold back the Funnel
+                // answers received with it.
                 tokio::spawn(async move {
-                    let (peers, futs): (Vec<_>, Vec<_>) =
-                        batch.into_iter().map(|(p, l, f)| ((p, l), f)).unzip();
-                    let replies = futures_util::future::join_all(futs).await;
-                    for ((peer, local), reply) in peers.into_iter().zip(replies) {
+                    let mut pending: FuturesUnordered<_> = batch
+                        .into_iter()
+                        .map(|(peer, local, fut)| async move { (peer, local, fut.await) })
+                        .collect();
+                    while let Some((peer, local, reply)) = pending.next().await {
                         worker.reply_async(peer, local, &reply).await;
                     }
                 });
