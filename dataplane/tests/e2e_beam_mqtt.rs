@@ -278,12 +278,22 @@ async fn broker_restart_loses_nothing_the_device_was_told_was_delivered() {
     assert_eq!(m.topic, format!("up/x/{IMSI}"));
     assert_eq!(m.payload, b"during-outage");
 
-    // The subscription made before the outage was made again.
-    let out = publish(&direct, "cmd/after", "hello", 1);
-    assert!(out.status.success());
-    let m = sub
-        .next_message(WAIT)
-        .unwrap_or_else(|| panic!("subscription lost: {:?}", sub.output()));
+    // The subscription made before the outage is made again once that
+    // device's session has reconnected too (each backs off on its own):
+    // publish until it arrives.
+    let deadline = std::time::Instant::now() + WAIT;
+    let m = loop {
+        let out = publish(&direct, "cmd/after", "hello", 1);
+        assert!(out.status.success());
+        if let Some(m) = sub.next_message(Duration::from_millis(500)) {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscription lost: {:?}",
+            sub.output()
+        );
+    };
     assert_eq!(m.topic, "cmd/after");
     assert_eq!(m.payload, b"hello");
     run.server.shutdown().await;

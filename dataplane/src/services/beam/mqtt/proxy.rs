@@ -128,6 +128,11 @@ fn connack(code: ConnectReturnCode) -> Packet {
     })
 }
 
+/// A broker connection being made.
+type Handshake = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(Conn<OpenStream>, ConnAck), String>> + Send>,
+>;
+
 /// Connects to the broker and completes its CONNECT / CONNACK exchange.
 async fn broker_handshake(
     beam: &Beam,
@@ -275,16 +280,21 @@ impl Beam {
         let mut reconnecting_since: Option<tokio::time::Instant> = None;
         let mut backoff = BACKOFF_FIRST;
         let mut retry_at = tokio::time::Instant::now();
+        // A reconnect runs beside the device's traffic (pings answered,
+        // messages kept) rather than blocking it for its timeouts.
+        let mut reconnect: Option<Handshake> = None;
         let mut actions = Vec::new();
         let far = Duration::from_secs(86_400 * 365);
+        let mut device_seen = tokio::time::Instant::now();
         loop {
-            let device_deadline = tokio::time::sleep(keep_alive.unwrap_or(far));
+            let device_deadline = tokio::time::sleep_until(device_seen + keep_alive.unwrap_or(far));
             tokio::pin!(device_deadline);
             let reconnect_due = tokio::time::sleep_until(retry_at);
             tokio::pin!(reconnect_due);
             actions.clear();
             tokio::select! {
                 r = device.read() => {
+                    device_seen = tokio::time::Instant::now();
                     let packet = match r {
                         Ok(p) => p,
                         Err(ReadError::Closed) => break,
@@ -339,8 +349,21 @@ impl Beam {
                         }
                     }
                 }
-                () = &mut reconnect_due, if upstream.is_none() => {
-                    match broker_handshake(&self, &target, &upstream_connect).await {
+                () = &mut reconnect_due, if upstream.is_none() && reconnect.is_none() => {
+                    let (beam, target, connect) =
+                        (Arc::clone(&self), target.clone(), upstream_connect.clone());
+                    reconnect = Some(Box::pin(async move {
+                        broker_handshake(&beam, &target, &connect).await
+                    }));
+                }
+                r = async {
+                    match reconnect.as_mut() {
+                        Some(handshake) => handshake.await,
+                        None => std::future::pending().await,
+                    }
+                }, if reconnect.is_some() => {
+                    reconnect = None;
+                    match r {
                         Ok((conn, ack)) if ack.code == ConnectReturnCode::Accepted => {
                             tracing::info!(entry = %label, %peer, "MQTT broker reconnected");
                             upstream = Some(conn);
