@@ -266,6 +266,7 @@ fn mosquitto_plain_listener_serves_plain_targets() {
         &certs,
         MosquittoOptions {
             plain_listener: true,
+            ..MosquittoOptions::default()
         },
     );
     // The helpers' plain path, as tests through simgate's :1883 use it.

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use support::certs::Certs;
-use support::mosquitto::{publish, Mosquitto, MqttTarget, Subscriber};
+use support::mosquitto::{publish, Mosquitto, MosquittoOptions, MqttTarget, Subscriber};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const IMSI: &str = "001010000000001";
@@ -296,5 +296,51 @@ async fn broker_restart_loses_nothing_the_device_was_told_was_delivered() {
     };
     assert_eq!(m.topic, "cmd/after");
     assert_eq!(m.payload, b"hello");
+    run.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_username_and_password_log_the_device_in() {
+    let certs = Certs::generate();
+    let broker = Mosquitto::start_with(
+        &certs,
+        MosquittoOptions {
+            credentials: Some(("beam-user", "beam-pass")),
+            ..MosquittoOptions::default()
+        },
+    );
+    let text = config(&certs, broker.port()).replacen(
+        "addSubscriberHeader = true\n",
+        "addSubscriberHeader = true\nusername = \"beam-user\"\npassword = \"beam-pass\"\n",
+        1,
+    );
+    let run = common::start(&text).await;
+    let beam: SocketAddr = run.server.bound.beam_mqtt.unwrap();
+    let direct = broker
+        .tls_target(true)
+        .with_credentials("beam-user", "beam-pass");
+    let mut seen = Subscriber::start(&direct, "t/#", 1).unwrap();
+
+    // The device sends no credentials; simgate logs in with the entry's.
+    let device = MqttTarget::plain(beam);
+    let out = tokio::task::spawn_blocking(move || publish(&device, "t", "x", 1))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} / {:?}",
+        String::from_utf8_lossy(&out.stderr),
+        broker.log()
+    );
+    let m = seen.next_message(WAIT).expect("message");
+    assert_eq!(m.topic, format!("t/{IMSI}"));
+
+    // The broker's refusal (no password for the other group's entry) is
+    // relayed as its CONNACK code.
+    let mut s = common::tcp_connect(IpAddr::from([127, 0, 0, 2]), beam).await;
+    s.write_all(&connect_packet(60)).await.unwrap();
+    let answer = read_to_close(&mut s).await;
+    assert_eq!(answer.len(), 4, "{answer:?}");
+    assert_ne!(answer[3], 0, "{answer:?}");
     run.server.shutdown().await;
 }

@@ -32,6 +32,7 @@ pub(crate) struct Mosquitto {
     dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
     plain_port: Option<u16>,
+    credentials: Option<(&'static str, &'static str)>,
 }
 
 /// How the broker is set up.
@@ -41,6 +42,9 @@ pub(crate) struct MosquittoOptions {
     /// a client's behaviour directly against the broker with what it sees
     /// through simgate.
     pub(crate) plain_listener: bool,
+    /// Require this username and password (`allow_anonymous false`, a
+    /// `mosquitto_passwd` file).
+    pub(crate) credentials: Option<(&'static str, &'static str)>,
 }
 
 impl Mosquitto {
@@ -59,7 +63,7 @@ impl Mosquitto {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let plain = options.plain_listener.then(free_port);
-            match Self::try_start(&bin, certs, free_port(), plain) {
+            match Self::try_start(&bin, certs, free_port(), plain, options.credentials) {
                 Ok(m) => return m,
                 Err(e) => failures.push(e),
             }
@@ -76,6 +80,7 @@ impl Mosquitto {
         certs: &Certs,
         port: u16,
         plain_port: Option<u16>,
+        credentials: Option<(&'static str, &'static str)>,
     ) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let d = dir.path();
@@ -88,7 +93,7 @@ impl Mosquitto {
         let conf = d.join("mosquitto.conf");
         let mut text = format!(
             "per_listener_settings false\n\
-             allow_anonymous true\n\
+             allow_anonymous {}\n\
              persistence false\n\
              log_dest stderr\n\
              log_type all\n\
@@ -101,12 +106,30 @@ impl Mosquitto {
              certfile {}\n\
              keyfile {}\n\
              require_certificate true\n",
+            credentials.is_none(),
             ca.display(),
             cert.display(),
             key.display()
         );
         if let Some(plain) = plain_port {
             text.push_str(&format!("listener {plain} 127.0.0.1\n"));
+        }
+        if let Some((user, password)) = credentials {
+            let file = d.join("passwd");
+            let out = run_with_timeout(
+                Command::new(binary("mosquitto_passwd", "mosquitto"))
+                    .args(["-b", "-c"])
+                    .arg(&file)
+                    .args([user, password]),
+                Duration::from_secs(10),
+            );
+            if !out.status.success() {
+                return Err(format!(
+                    "mosquitto_passwd: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            text.push_str(&format!("password_file {}\n", file.display()));
         }
         std::fs::write(&conf, text).map_err(|e| format!("conf: {e}"))?;
 
@@ -125,6 +148,7 @@ impl Mosquitto {
             dir,
             log: log.clone(),
             plain_port,
+            credentials,
         };
 
         let (tx, rx) = mpsc::channel();
@@ -182,7 +206,7 @@ impl Mosquitto {
         let bin = binary("mosquitto", "mosquitto");
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(&bin, certs, self.port, self.plain_port) {
+            match Self::try_start(&bin, certs, self.port, self.plain_port, self.credentials) {
                 Ok(m) => {
                     *self = m;
                     return;
