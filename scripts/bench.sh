@@ -5,6 +5,7 @@
 #   scripts/bench.sh funnel-udp
 #   scripts/bench.sh funnel-durable
 #   scripts/bench.sh sessions
+#   scripts/bench.sh beam-http
 #
 # funnel-udp: `loadgen send` writes 100-byte JSON records from 1,000 SIM
 # source addresses (127.0.1.1 … 127.0.4.232) with sendmmsg, first into a plain
@@ -66,6 +67,31 @@
 #   BENCH_UPDATE_RATE    RADIUS Accounting-Requests per second [5000]
 #   BENCH_READERS        lookup threads [nproc - 1, at least 1: a core is
 #                        left to the updater and the listener]
+#
+# beam-http: Beam's HTTP entry against nginx and HAProxy doing the same job
+# in the same run. An nginx over TLS on loopback answers `200 ok` (the
+# upstream; certificates from scripts/certs.sh); three proxies take turns in
+# front of it, each HTTP/1.1 in -> HTTPS out (the test CA verified, SNI
+# localhost, upstream connections kept alive), each adding `X-Soracom-IMSI`
+# for the device's source address: simgate (Beam HTTP entry, a static
+# session per source address), nginx (`proxy_pass https://`, `map
+# $remote_addr`), HAProxy (`http-reuse always`, `map_ip`). `loadgen http`
+# drives BENCH_CONNECTIONS keep-alive connections, each from its own SIM
+# address (127.0.1.1 ...), closed loop: GET /, read the whole answer, again.
+# Per proxy: req/s, latency p50/p99/p99.9, the proxy's CPU (all its processes
+# and threads) per request, upstream connections opened (the upstream's
+# stub_status `accepts`), errors; then the ratios simgate/nginx and
+# simgate/haproxy. Needs nginx, haproxy, curl, openssl (scripts/setup.sh).
+#   BENCH_SECONDS          measured window per proxy [10]
+#   BENCH_WARMUP           seconds of load before each window [2]
+#   BENCH_RUNS             rounds of the three proxies, medians shown [3]
+#   BENCH_CONNECTIONS      client connections = SIMs [64]
+#   BENCH_PROXY_WORKERS    nginx worker_processes and HAProxy nbthread
+#                          (simgate's runtime: one worker per core) [2]
+#   BENCH_UPSTREAM_WORKERS the upstream nginx's worker_processes [1]
+#   BENCH_LOADGEN_THREADS  `loadgen http` runtime threads [1]
+#   BENCH_SIMGATE          use this simgate binary instead of building one
+#   BENCH_KEEP=1           keep the work directory (configs, logs, results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -675,6 +701,332 @@ funnel_durable_bench() {
   echo "recovered   simgate_spool_records once restarted; udp_reply_ms: first record answered"
 }
 
+# ---------------------------------------------------------------- beam-http
+
+# Values of key $2 in the flat JSON lines of file $1 (numbers or strings),
+# one per line; their median.
+jvalues() { sed -n 's/.*"'"$2"'":"\{0,1\}\([^,"}]*\).*/\1/p' "$1"; }
+jmed() { jvalues "$1" "$2" | median; }
+
+# The upstream's accepted connections so far (stub_status), this scrape's
+# own included.
+upstream_accepts() {
+  "$LOADGEN" scrape "http://$BH_STATUS/" | awk 'f { print $1; exit } /accepts/ { f = 1 }'
+}
+
+# Polls proxy $1 (pid $2) until a request from the first SIM address, then
+# one from the last, come back with that SIM's IMSI (the upstream's /imsi
+# answers the X-Soracom-IMSI it received); 15 s at most. Then prints the
+# TLS version and cipher of the proxy's upstream connection (/tls).
+check_imsi() { # addr pid
+  local addr=$1 pid=$2 i got first last first_ip last_ip
+  read -r first_ip first <"$WORK/imsi.haproxy.map"
+  read -r last_ip last < <(sed -n "${CONNS}p" "$WORK/imsi.haproxy.map")
+  for ((i = 0; i < 150; i++)); do
+    got=$(curl -s --max-time 2 --interface "$first_ip" -H 'Host: beam.soracom.io:8888' \
+      "http://$addr/imsi" 2>/dev/null || true)
+    if [ "$got" = "$first" ]; then
+      got=$(curl -s --max-time 2 --interface "$last_ip" -H 'Host: beam.soracom.io:8888' \
+        "http://$addr/imsi" 2>/dev/null || true)
+      if [ "$got" = "$last" ]; then
+        echo "upstream TLS: $(curl -s --max-time 2 --interface "$first_ip" "http://$addr/tls" || true)"
+        return 0
+      fi
+      echo "bench: $addr answered $last_ip with IMSI '$got', not $last" >&2
+      return 1
+    fi
+    kill -0 "$pid" 2>/dev/null || { echo "bench: the proxy on $addr exited" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "bench: $addr did not answer $first_ip with IMSI $first within 15 s (last answer: '$got')" >&2
+  return 1
+}
+
+# Pieces shared by the two nginx configurations (the TLS upstream and the
+# proxy), each in its own directory $1.
+nginx_main() { # dir workers
+  echo "worker_processes $2;"
+  # Root-started workers would otherwise run as nobody; all they read is
+  # loaded by the master anyway.
+  if [ "$(id -u)" -eq 0 ]; then echo "user root;"; fi
+  echo "pid $1/nginx.pid;"
+  echo "events { worker_connections 8192; }"
+}
+nginx_http_common() { # dir
+  cat <<CONF
+  access_log off;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+  default_type text/plain;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+CONF
+}
+
+write_upstream_conf() {
+  local d=$WORK/upstream
+  mkdir -p "$d"
+  {
+    nginx_main "$d" "$UP_WORKERS"
+    echo "http {"
+    nginx_http_common "$d"
+    cat <<CONF
+  server {
+    listen $BH_UPSTREAM ssl;
+    ssl_certificate $WORK/certs/server.crt;
+    ssl_certificate_key $WORK/certs/server.key;
+    # nginx before 1.23.4 leaves TLS 1.3 out by default.
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / { return 200 "ok"; }
+    location = /imsi { return 200 "\$http_x_soracom_imsi"; }
+    location = /tls { return 200 "\$ssl_protocol \$ssl_cipher"; }
+  }
+  server {
+    listen $BH_STATUS;
+    location / { stub_status; }
+  }
+}
+CONF
+  } >"$d/nginx.conf"
+}
+
+write_nginx_proxy_conf() {
+  local d=$WORK/nginx
+  mkdir -p "$d"
+  {
+    nginx_main "$d" "$PROXY_WORKERS"
+    echo "http {"
+    nginx_http_common "$d"
+    cat <<CONF
+  map \$remote_addr \$soracom_imsi {
+    include $WORK/imsi.nginx.map;
+  }
+  upstream beam_upstream {
+    server $BH_UPSTREAM;
+    keepalive $CONNS;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen $BH_NGINX;
+    location / {
+      proxy_pass https://beam_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host localhost;
+      proxy_set_header X-Soracom-IMSI \$soracom_imsi;
+      proxy_ssl_server_name on;
+      proxy_ssl_name localhost;
+      proxy_ssl_protocols TLSv1.2 TLSv1.3;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $WORK/certs/ca.crt;
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+CONF
+  } >"$d/nginx.conf"
+}
+
+write_haproxy_conf() {
+  mkdir -p "$WORK/haproxy"
+  cat >"$WORK/haproxy/haproxy.cfg" <<CONF
+global
+  nbthread $PROXY_WORKERS
+  maxconn 4096
+  ssl-server-verify required
+
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+
+frontend beam
+  bind $BH_HAPROXY
+  http-request set-header X-Soracom-IMSI %[src,map_ip($WORK/imsi.haproxy.map)]
+  default_backend upstream
+
+backend upstream
+  http-request set-header Host localhost
+  server s1 $BH_UPSTREAM ssl verify required ca-file $WORK/certs/ca.crt sni str(localhost) alpn http/1.1
+CONF
+}
+
+# Starts nginx (master and workers, in the foreground) on directory $1's
+# config; sets BH_PID to the master.
+start_nginx() { # dir
+  "$NGINX" -p "$1" -c "$1/nginx.conf" -e "$1/error.log" -g 'daemon off;' >>"$1/stdout" 2>>"$1/stderr" &
+  BH_PID=$!
+  PIDS+=("$BH_PID")
+}
+
+# One proxy's turn: start it, check the header, load it, stop it; appends
+# loadgen's JSON line (plus upstream_conns) to $WORK/result.beam.<side>.
+beam_side() { # side
+  local side=$1 addr a0 a1 line
+  a0=$(upstream_accepts)
+  mkdir -p "$WORK/$side"
+  case $side in
+    simgate)
+      addr=$BH_BEAM
+      RUST_LOG=${RUST_LOG:-warn} "$SIMGATE" serve --config "$WORK/simgate.toml" \
+        >>"$WORK/simgate/stdout" 2>>"$WORK/simgate/stderr" &
+      BH_PID=$!
+      PIDS+=("$BH_PID")
+      ;;
+    nginx)
+      addr=$BH_NGINX
+      start_nginx "$WORK/nginx"
+      ;;
+    haproxy)
+      addr=$BH_HAPROXY
+      "$HAPROXY" -db -f "$WORK/haproxy/haproxy.cfg" >>"$WORK/haproxy/stdout" 2>>"$WORK/haproxy/stderr" &
+      BH_PID=$!
+      PIDS+=("$BH_PID")
+      ;;
+  esac
+  if ! check_imsi "$addr" "$BH_PID"; then
+    tail -n 20 "$WORK/$side/stderr" "$WORK/$side/error.log" >&2 2>/dev/null || true
+    return 1
+  fi
+  line=$("$LOADGEN" http --target "$addr" --connections "$CONNS" --warmup "$WARMUP" \
+    --duration "$SECS" --threads "$LG_THREADS" --label "$side" \
+    --cpu proxy="$BH_PID" --cpu upstream="$UP_PID")
+  stop "$BH_PID" 15
+  a1=$(upstream_accepts)
+  # Less the second scrape's own connection.
+  line="${line%\}},\"upstream_conns\":$((a1 - a0 - 1))}"
+  echo "$line" >>"$WORK/result.beam.$side"
+  echo "$line"
+}
+
+beam_http_bench() {
+  SECS=${BENCH_SECONDS:-10}
+  WARMUP=${BENCH_WARMUP:-2}
+  RUNS=${BENCH_RUNS:-3}
+  CONNS=${BENCH_CONNECTIONS:-64}
+  PROXY_WORKERS=${BENCH_PROXY_WORKERS:-2}
+  UP_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
+  LG_THREADS=${BENCH_LOADGEN_THREADS:-1}
+  local v t0 side n key ports f
+  for v in SECS WARMUP RUNS CONNS PROXY_WORKERS UP_WORKERS LG_THREADS; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
+  done
+  ((SECS > 0 && RUNS > 0 && CONNS > 0 && CONNS <= 10000)) ||
+    { echo "bench: BENCH_SECONDS and BENCH_RUNS must be positive, BENCH_CONNECTIONS 1..10000" >&2; exit 2; }
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+  HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+  [ -x "$NGINX" ] || { echo "bench: nginx not found (package nginx-light): run scripts/setup.sh" >&2; exit 1; }
+  [ -x "$HAPROXY" ] || { echo "bench: haproxy not found (package haproxy): run scripts/setup.sh" >&2; exit 1; }
+  command -v curl >/dev/null || { echo "bench: curl not found: run scripts/setup.sh" >&2; exit 1; }
+  t0=$(date +%s)
+  echo "== building release binaries"
+  if [ -n "${BENCH_SIMGATE:-}" ]; then
+    cargo build --release -p simgate-benches --bin loadgen
+  else
+    cargo build --release -p simgate -p simgate-benches --bin simgate --bin loadgen
+  fi
+  WORK=$(mktemp -d -t simgate-bench.XXXXXX)
+  PIDS=()
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  # Other builds may replace target/release while we run: use copies.
+  mkdir "$WORK/bin"
+  cp "${BENCH_SIMGATE:-target/release/simgate}" "$WORK/bin/simgate"
+  cp target/release/loadgen "$WORK/bin/"
+  SIMGATE=$WORK/bin/simgate
+  LOADGEN=$WORK/bin/loadgen
+  scripts/certs.sh "$WORK/certs"
+
+  # Listeners of this simgate that loadgen's config leaves at their fixed
+  # default ports (a test's broker may hold one): any free port instead.
+  local listen=()
+  for key in beam_tcp beam_mqtt; do
+    printf '[listen]\n%s = "127.0.0.1:0"\n' "$key" >"$WORK/probe.toml"
+    if "$SIMGATE" check-config "$WORK/probe.toml" >/dev/null 2>&1; then
+      listen+=(--listen "$key=127.0.0.1:0")
+    fi
+  done
+  ports=$("$LOADGEN" beam-config --dir "$WORK" --sims "$CONNS" --ca-file "$WORK/certs/ca.crt" \
+    "${listen[@]+"${listen[@]}"}")
+  BH_BEAM=$(sed -n 's/.*beam_http=\([^ ]*\).*/\1/p' <<<"$ports")
+  BH_UPSTREAM=$(sed -n 's/.*upstream=\([^ ]*\).*/\1/p' <<<"$ports")
+  BH_STATUS=$(sed -n 's/.*status=\([^ ]*\).*/\1/p' <<<"$ports")
+  BH_NGINX=$(sed -n 's/.*nginx=\([^ ]*\).*/\1/p' <<<"$ports")
+  BH_HAPROXY=$(sed -n 's/.*haproxy=\([^ ]*\).*/\1/p' <<<"$ports")
+  write_upstream_conf
+  write_nginx_proxy_conf
+  write_haproxy_conf
+
+  start_nginx "$WORK/upstream"
+  UP_PID=$BH_PID
+  for ((n = 0; n < 100; n++)); do
+    upstream_accepts >/dev/null 2>&1 && break
+    kill -0 "$UP_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  upstream_accepts >/dev/null || {
+    echo "bench: the upstream nginx did not start:" >&2
+    cat "$WORK/upstream/error.log" >&2
+    exit 1
+  }
+
+  echo "== beam-http: $CONNS keep-alive connections (one SIM address each), GET /, closed loop;" \
+    "${SECS}s window (+${WARMUP}s warm-up) per proxy, $RUNS round(s); proxies $PROXY_WORKERS" \
+    "worker(s), upstream nginx $UP_WORKERS worker(s), loadgen $LG_THREADS thread(s)"
+  echo "$("$SIMGATE" --version 2>/dev/null || echo 'simgate ?'); $("$NGINX" -v 2>&1);" \
+    "$("$HAPROXY" -v | head -n1)"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  local sides=(simgate nginx haproxy)
+  for side in "${sides[@]}"; do
+    : >"$WORK/result.beam.$side"
+  done
+  for ((n = 1; n <= RUNS; n++)); do
+    for side in "${sides[@]}"; do
+      echo "-- run $n/$RUNS: $side"
+      beam_side "$side"
+    done
+  done
+  stop "$UP_PID" 15
+
+  echo
+  echo "beam-http, median of $RUNS run(s) ($(nproc) cores, Linux $(uname -r)); latency in us:"
+  printf "%-8s %9s %7s %7s %7s %7s %10s %9s %9s %8s %6s\n" proxy req/s p50 p99 p99.9 max \
+    cpu_us/req up_us/req lg_us/req up_conns errors
+  for side in "${sides[@]}"; do
+    f=$WORK/result.beam.$side
+    printf "%-8s %9.0f %7.0f %7.0f %7.0f %7.0f %10.1f %9.1f %9.1f %8.0f %6.0f\n" "$side" \
+      "$(jmed "$f" req_per_s)" "$(jmed "$f" p50_us)" "$(jmed "$f" p99_us)" "$(jmed "$f" p999_us)" \
+      "$(jmed "$f" max_us)" "$(jmed "$f" cpu_proxy_us_per_req)" "$(jmed "$f" cpu_upstream_us_per_req)" \
+      "$(jmed "$f" cpu_loadgen_us_per_req)" "$(jmed "$f" upstream_conns)" "$(jmed "$f" errors)"
+  done
+  echo
+  awk -v s="$(jmed "$WORK/result.beam.simgate" req_per_s)" -v n="$(jmed "$WORK/result.beam.nginx" req_per_s)" \
+    -v h="$(jmed "$WORK/result.beam.haproxy" req_per_s)" -v sp="$(jmed "$WORK/result.beam.simgate" p99_us)" \
+    -v np="$(jmed "$WORK/result.beam.nginx" p99_us)" -v sc="$(jmed "$WORK/result.beam.simgate" cpu_proxy_us_per_req)" \
+    -v nc="$(jmed "$WORK/result.beam.nginx" cpu_proxy_us_per_req)" \
+    -v hc="$(jmed "$WORK/result.beam.haproxy" cpu_proxy_us_per_req)" '
+    function r(a, b) { return (b > 0) ? sprintf("%.3f", a / b) : "nan" }
+    BEGIN {
+      printf "beam-http ratio_vs_nginx=%s p99_ratio=%s ratio_vs_haproxy=%s\n", r(s, n), r(sp, np), r(s, h)
+      # CPU per request moves less with other load on the machine than req/s.
+      printf "beam-http cpu_per_req_vs_nginx=%s cpu_per_req_vs_haproxy=%s\n", r(sc, nc), r(sc, hc)
+    }'
+  echo
+  echo "cpu_us/req  the proxy's CPU time (user + system, all its processes and threads) per request"
+  echo "up_us/req   the upstream nginx's; lg_us/req: the load generator's (all share $(nproc) cores)"
+  echo "up_conns    connections the upstream accepted while the proxy ran (stub_status accepts)"
+  echo "errors      non-2xx answers, I/O errors, timeouts and failed connects in the window"
+  echo "load average now $(cut -d' ' -f1-3 /proc/loadavg); the scenario took $(($(date +%s) - t0)) s"
+}
+
 case "${1:-}" in
   funnel-udp) funnel_udp_bench ;;
   funnel-durable) funnel_durable_bench ;;
@@ -682,6 +1034,7 @@ case "${1:-}" in
     shift
     sessions_bench "$@"
     ;;
+  beam-http) beam_http_bench ;;
   -h | --help)
     usage
     exit 0

@@ -13,8 +13,11 @@
 //!   `key=value` line (readiness checks, sampling during a run, debugging).
 //! * `ready` — restart-to-listening time: from a given spawn instant until
 //!   `/health` answers and until a UDP record is answered.
+//! * `http`, `beam-config` — the Beam HTTP benchmark: closed-loop HTTP/1.1
+//!   keep-alive load from many source addresses, and simgate's config for it.
 
 mod config;
+mod http;
 mod ready;
 mod scrape;
 mod send;
@@ -56,6 +59,10 @@ enum Command {
     },
     /// Time until a (re)started simgate answers /health and a UDP record.
     Ready(ready::ReadyArgs),
+    /// Closed-loop HTTP/1.1 keep-alive load, one source address per connection.
+    Http(http::HttpArgs),
+    /// Write a simgate config (Beam HTTP → HTTPS) and SIM maps for `http`.
+    BeamConfig(http::BeamConfigArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +84,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ready(a) => ready::run(&a),
+        Command::Http(a) => http::run(&a),
+        Command::BeamConfig(a) => http::run_config(&a),
     }
 }
 
