@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what simgate's tests need on a fresh machine: Debian packages, the
-# kinesalite Kinesis emulator (npm) and, for fuzzing, cargo-fuzz.
+# kinesalite Kinesis emulator (npm), schemathesis (pip, into .tools/venv)
+# and, for fuzzing, cargo-fuzz.
 # Idempotent: already-installed pieces are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosq
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 # scripts/bench.sh beam-http compares Beam HTTP with HAProxy.
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+# scripts/schemathesis.sh runs schemathesis from a venv (.tools/venv).
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -27,6 +30,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 scripts/kinesalite.sh install
+
+if ! .tools/venv/bin/schemathesis --version >/dev/null 2>&1; then
+  echo "setup: installing schemathesis into .tools/venv"
+  python3 -m venv .tools/venv
+  .tools/venv/bin/pip install -q "schemathesis==4.*"
+fi
 
 if [ "${WITH_FUZZ:-0}" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "setup: installing cargo-fuzz"

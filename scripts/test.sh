@@ -15,6 +15,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+echo "== schemathesis (the control API against its own OpenAPI)"
+scripts/schemathesis.sh
 
 if [ "${WITH_FUZZ:-0}" = 1 ] && [ -x scripts/fuzz.sh ]; then
   echo "== fuzz (bounded)"

@@ -120,8 +120,16 @@ fn render(a: &ConfigArgs, endpoint: &str, ports: [SocketAddr; 4]) -> anyhow::Res
     // Sessions are static; RADIUS's fixed port (1813) would keep two
     // simgates from running side by side.
     writeln!(t, "\n[radius]\nenabled = false")?;
-    if a.durability.is_some() || a.spool_max_bytes.is_some() {
+    // A local emulator or the refusing endpoint: plain HTTP, which simgate
+    // accepts only when told so.
+    let insecure = endpoint
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+    if a.durability.is_some() || a.spool_max_bytes.is_some() || insecure {
         writeln!(t, "\n[funnel]")?;
+        if insecure {
+            writeln!(t, "allow_insecure_endpoints = true")?;
+        }
         if let Some(d) = a.durability {
             writeln!(t, "durability = \"{}\"", d.as_str())?;
         }
@@ -148,6 +156,7 @@ id = "bench"
 name = "funnel benchmark"
 
 [groups.funnel]
+enabled = true
 credentials_id = "null"
 "#,
     );

@@ -17,14 +17,18 @@
 //! from `spawn_blocking` in async code (the REST API does).
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::net::IpAddr;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
+
+mod auth;
+
+pub use auth::{AuthKeyInfo, CreatedAuthKey};
 
 use crate::config::Config;
 use crate::model::{
@@ -143,6 +147,12 @@ pub struct ControlPlane {
     /// Token digests, apart from `state` so checking a token takes no lock.
     tokens: ArcSwap<Vec<TokenDigest>>,
     created_token: Mutex<Option<String>>,
+    /// `[funnel] allow_insecure_endpoints` of the configuration (API writes
+    /// of a Funnel `destination.endpoint` are checked against it).
+    allow_insecure_endpoints: AtomicBool,
+    /// API key / token pairs made by `POST /v1/auth` (memory only; see
+    /// `plane/auth.rs`).
+    api_keys: RwLock<crate::store::auth_key::ApiKeys>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -177,7 +187,7 @@ impl ControlPlane {
     /// (mode 0600) and handed out once by
     /// [`take_created_token`](Self::take_created_token).
     pub fn open(data_dir: &Path, seed: &Config) -> Result<Arc<Self>, StoreError> {
-        fs::create_dir_all(data_dir)?;
+        secret_file::create_private_dir(data_dir)?;
         let store = Store::open(&store_path(data_dir))?;
         let Loaded { mut state, seeded } = store.load()?;
         let now = now_ms();
@@ -208,7 +218,7 @@ impl ControlPlane {
         edit.finish();
         let sessions = Arc::new(SessionTable::new());
         for (ip, s) in &state.sessions {
-            sessions.bind(*ip, s.session());
+            sessions.bind_static(*ip, s.session());
         }
         tracing::info!(
             subscribers = state.subscribers.len(),
@@ -224,6 +234,8 @@ impl ControlPlane {
             tokens: ArcSwap::from_pointee(token_digests(&state)),
             state: RwLock::new(state),
             created_token: Mutex::new(created),
+            allow_insecure_endpoints: AtomicBool::new(seed.funnel.allow_insecure_endpoints),
+            api_keys: RwLock::default(),
         }))
     }
 
@@ -263,10 +275,10 @@ impl ControlPlane {
         for change in &changes {
             match change {
                 Change::Session(ip, Some(s)) => {
-                    self.sessions.bind(*ip, s.session());
+                    self.sessions.bind_static(*ip, s.session());
                 }
                 Change::Session(ip, None) => {
-                    self.sessions.unbind(*ip);
+                    self.sessions.unbind_static(*ip);
                 }
                 _ => {}
             }
@@ -280,7 +292,36 @@ impl ControlPlane {
     /// Upserts everything `config` declares and keeps what the API added
     /// (for SIGHUP). The file wins for the entities it declares.
     pub fn apply_config(&self, config: &Config) -> Result<(), StoreError> {
-        self.mutate(|e| e.apply_config(config))
+        self.mutate(|e| e.apply_config(config))?;
+        self.allow_insecure_endpoints
+            .store(config.funnel.allow_insecure_endpoints, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Refuses a group whose Funnel `destination.endpoint` is plain HTTP
+    /// unless `[funnel] allow_insecure_endpoints` (called inside the edit,
+    /// so a refusal undoes it).
+    fn check_funnel_endpoint(&self, g: &Group) -> Result<(), StoreError> {
+        let allow = self.allow_insecure_endpoints.load(Ordering::Relaxed);
+        match g
+            .funnel
+            .as_ref()
+            .and_then(|f| f.destination.endpoint.as_deref())
+        {
+            Some(e) => crate::config::check_funnel_endpoint(e, allow)
+                .map_err(|m| StoreError::Invalid(format!("SoracomFunnel: {m}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps the sessions RADIUS binds in the store (`radius_sessions`),
+    /// writing behind; hand it to [`crate::radius::spawn_with`]. Dropping it
+    /// writes what is queued.
+    pub fn radius_persistence(
+        &self,
+        stats: Arc<crate::radius::RadiusStats>,
+    ) -> Result<Arc<dyn crate::radius::SessionPersistence>, StoreError> {
+        Ok(Arc::new(self.store.radius_sessions(stats)?))
     }
 
     // ---- subscribers ----
@@ -401,10 +442,12 @@ impl ControlPlane {
     }
 
     pub fn create_group(&self, g: Group) -> Result<Stamped<Group>, StoreError> {
+        self.check_funnel_endpoint(&g)?;
         self.mutate(|e| e.create_group(g))
     }
 
     pub fn update_group(&self, g: Group) -> Result<Stamped<Group>, StoreError> {
+        self.check_funnel_endpoint(&g)?;
         self.mutate(|e| e.update_group(g))
     }
 
@@ -422,7 +465,11 @@ impl ControlPlane {
         entries: Vec<(String, Value)>,
     ) -> Result<Stamped<Group>, StoreError> {
         let ns = configuration::namespace(namespace)?;
-        self.mutate(|e| e.put_configuration(id, ns, entries))
+        self.mutate(|e| {
+            let g = e.put_configuration(id, ns, entries)?;
+            self.check_funnel_endpoint(&g.value)?;
+            Ok(g)
+        })
     }
 
     pub fn delete_group_configuration(
@@ -470,7 +517,13 @@ impl ControlPlane {
             return Ok(SessionSource::Static);
         }
         match self.sessions.unbind(ip) {
-            Some(_) => Ok(SessionSource::Radius),
+            Some(_) => {
+                // Or it would come back at the next start.
+                if let IpAddr::V4(v4) = ip {
+                    self.store.remove_radius_session(v4)?;
+                }
+                Ok(SessionSource::Radius)
+            }
             None => Err(not_found("session", ip)),
         }
     }
@@ -583,7 +636,7 @@ fn patched(prev: &Snapshot, changes: &[Change]) -> Snapshot {
             Change::Credential(k, None) => {
                 s.credentials.remove(k);
             }
-            Change::Session(..) | Change::Token(..) => {}
+            Change::Session(..) | Change::Token(..) | Change::AuthKey(..) => {}
         }
     }
     s

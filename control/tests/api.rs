@@ -368,7 +368,9 @@ async fn full_flow_reaches_the_snapshot_at_once() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    assert_eq!(r.body["name"], "Sensors");
+    assert_eq!(r.body["tags"]["name"], "Sensors");
+    assert!(r.body.get("name").is_none(), "{}", r.text);
+    assert!(r.body["createdTime"].as_u64().unwrap() > 1_600_000_000_000);
     assert_eq!(r.body["operatorId"], "OP0000000001");
     assert_eq!(r.body["configuration"]["SoracomHarvest"]["enabled"], false);
     let r = gw
@@ -403,7 +405,8 @@ async fn full_flow_reaches_the_snapshot_at_once() {
     assert_eq!(r.body["status"], "active");
     assert_eq!(r.body["simId"], "8942310000000000002");
     assert_eq!(r.body["groupId"], Value::Null);
-    assert!(r.body["createdAt"].as_u64().unwrap() > 1_600_000_000_000);
+    assert!(r.body["createdTime"].as_u64().unwrap() > 1_600_000_000_000);
+    assert_eq!(r.body["sessionStatus"], json!({"online": false}));
     let imsi = Imsi::parse(IMSI_2).unwrap();
     assert!(gw.plane.snapshot.load().subscribers.contains_key(&imsi));
 
@@ -625,10 +628,11 @@ async fn funnel_configuration_and_write_only_credentials() {
                 {"key": "enabled", "value": true},
                 {"key": "destination", "value": {"provider": "aws", "service": "kinesis",
                     "resourceUrl": "https://kinesis.ap-northeast-1.amazonaws.com/devices",
-                    "endpoint": "http://127.0.0.1:4567"}},
+                    "payloadsOnly": false, "randomizePartitionKey": false,
+                    "endpoint": "https://vpce.example.com"}},
                 {"key": "credentialsId", "value": "kinesis-demo"},
-                {"key": "payloadsOnly", "value": false},
                 {"key": "contentType", "value": "json"},
+                {"key": "addSimId", "value": true},
             ])),
         )
         .await;
@@ -639,6 +643,8 @@ async fn funnel_configuration_and_write_only_credentials() {
         "https://kinesis.ap-northeast-1.amazonaws.com/devices"
     );
     assert_eq!(f["credentialsId"], "kinesis-demo");
+    assert_eq!(f["addSimId"], true);
+    assert_eq!(f["destination"]["payloadsOnly"], false);
     let demo = GroupId::parse("demo").unwrap();
     let funnel = gw.plane.snapshot.load().groups[&demo]
         .funnel
@@ -646,7 +652,7 @@ async fn funnel_configuration_and_write_only_credentials() {
         .unwrap();
     assert_eq!(
         funnel.destination.endpoint.as_deref(),
-        Some("http://127.0.0.1:4567")
+        Some("https://vpce.example.com")
     );
     assert_eq!(
         funnel.content_type,
@@ -1036,10 +1042,16 @@ async fn openapi_describes_every_route() {
         ("/v1/groups/{group_id}", "get"),
         ("/v1/groups/{group_id}", "delete"),
         ("/v1/groups/{group_id}/configuration/{namespace}", "put"),
+        ("/v1/groups/{group_id}/configuration/{namespace}", "delete"),
         (
-            "/v1/groups/{group_id}/configuration/{namespace}/{key}",
+            "/v1/groups/{group_id}/configuration/{namespace}/{name}",
             "delete",
         ),
+        ("/v1/groups/{group_id}/subscribers", "get"),
+        ("/v1/groups/{group_id}/tags", "put"),
+        ("/v1/groups/{group_id}/tags/{tag_name}", "delete"),
+        ("/v1/subscribers/{imsi}/register", "post"),
+        ("/v1/credentials/{credentials_id}", "post"),
         ("/v1/credentials", "get"),
         ("/v1/credentials/{credentials_id}", "get"),
         ("/v1/credentials/{credentials_id}", "put"),
@@ -1053,12 +1065,19 @@ async fn openapi_describes_every_route() {
             "{method} {path}"
         );
     }
-    assert!(!paths.contains_key("/v1/subscribers/{imsi}/data"));
+    // Described here, served by the data plane's Harvest router.
+    assert!(paths["/v1/subscribers/{imsi}/data"].get("get").is_some());
+    assert!(paths["/v1/data/{resource_type}/{resource_id}"]
+        .get("get")
+        .is_some());
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
-    assert_eq!(doc["security"], json!([{"bearer": []}]));
+    assert_eq!(
+        doc["security"],
+        json!([{"bearer": []}, {"api_key": [], "api_token": []}])
+    );
     let err = &doc["components"]["schemas"]["ErrorBody"]["properties"];
     assert!(err.get("code").is_some() && err.get("message").is_some());
     let sub = &doc["components"]["schemas"]["SubscriberView"]["properties"];
@@ -1071,8 +1090,10 @@ async fn openapi_describes_every_route() {
         "status",
         "tags",
         "imeiLock",
-        "createdAt",
-        "lastModifiedAt",
+        "ipAddress",
+        "sessionStatus",
+        "createdTime",
+        "lastModifiedTime",
     ] {
         assert!(sub.get(field).is_some(), "SubscriberView.{field}");
     }

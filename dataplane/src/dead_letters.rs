@@ -9,6 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -100,7 +101,7 @@ impl DeadLetterStore {
             return Ok(());
         }
         let mut count = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        simgate_control::secret_file::create_private_dir(&self.dir).map_err(io_err(&self.dir))?;
         let path = self.file(destination_id);
         let mut text = Vec::new();
         for l in letters {
@@ -113,6 +114,7 @@ impl DeadLetterStore {
             .create(true)
             .append(true)
             .read(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
         // A crash mid-append leaves a torn last line: start on a fresh line
@@ -254,12 +256,10 @@ mod tests {
         DeadLetter {
             time: 1,
             accepted_at: 0,
-            destination: Destination {
-                provider: "aws".into(),
-                service: SinkService::Kinesis,
-                resource_url: "https://kinesis.us-east-1.amazonaws.com/s".into(),
-                endpoint: None,
-            },
+            destination: Destination::new(
+                SinkService::Kinesis,
+                "https://kinesis.us-east-1.amazonaws.com/s",
+            ),
             credentials_id: "c".into(),
             partition_key: "001010000000001".into(),
             data: DeadLetter::encode_data(format!("{{\"n\":{n}}}").as_bytes()),

@@ -113,9 +113,18 @@ async fn serve(config: Config, source: String, file: Option<PathBuf>) -> anyhow:
         show(b.radius)
     );
     let token_file = data_dir.join("api.token");
-    match &server.created_token {
-        Some(t) => println!("  API token (new, saved in {}): {t}", token_file.display()),
-        None => println!("  API token: in {}", token_file.display()),
+    // Never the token itself: stdout ends up in terminals' scrollback,
+    // journald and CI logs. It is in the file (mode 0600).
+    if server.created_token.is_some() {
+        println!(
+            "  API token                                    created, stored in {} (mode 0600)",
+            token_file.display()
+        );
+    } else {
+        println!(
+            "  API token                                    stored in {}",
+            token_file.display()
+        );
     }
     if let (Some(http), Some(api), Some(udp)) = (b.http, b.api, b.harvest_udp) {
         println!();

@@ -372,6 +372,14 @@ impl Metrics {
             .register_collector(Box::new(RadiusCollector(stats)));
     }
 
+    /// `simgate_harvest_refused_total{reason="full"}` and
+    /// `simgate_harvest_stored_bytes`, read from the store (not kept alive
+    /// by the registry).
+    pub fn register_harvest(&mut self, store: &Arc<crate::services::harvest::HarvestStore>) {
+        self.registry
+            .register_collector(Box::new(HarvestCollector(Arc::downgrade(store))));
+    }
+
     /// Counts and logs a message refused before any service saw it.
     pub fn reject(&self, protocol: &'static str, reason: &'static str, peer: std::net::SocketAddr) {
         self.ingress_rejected
@@ -478,12 +486,41 @@ impl Metrics {
 }
 
 #[derive(Debug)]
+struct HarvestCollector(std::sync::Weak<crate::services::harvest::HarvestStore>);
+
+impl Collector for HarvestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(store) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "harvest_refused",
+            "Harvest entries refused by the store: full = [harvest] max_bytes reached (507)",
+            None,
+            MetricType::Counter,
+        )?;
+        let m = family.encode_family(&[("reason", "full")])?;
+        ConstCounter::new(store.refused_full()).encode(m)?;
+        let g = prometheus_client::metrics::gauge::ConstGauge::new(
+            i64::try_from(store.stored_bytes()).unwrap_or(i64::MAX),
+        );
+        let m = encoder.encode_descriptor(
+            "harvest_stored_bytes",
+            "Bytes of Harvest keys and values stored, as counted against [harvest] max_bytes",
+            None,
+            g.metric_type(),
+        )?;
+        g.encode(m)
+    }
+}
+
+#[derive(Debug)]
 struct RadiusCollector(Arc<RadiusStats>);
 
 impl Collector for RadiusCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = self.0.snapshot();
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 15] = [
             (
                 "radius_received",
                 "Datagrams received on the accounting port",
@@ -539,6 +576,21 @@ impl Collector for RadiusCollector {
                 "radius_io_errors",
                 "Socket errors on the accounting port",
                 s.io_errors,
+            ),
+            (
+                "radius_static_kept",
+                "Start/Interim-Update for an address with a static session: the static one kept",
+                s.static_kept,
+            ),
+            (
+                "radius_restored",
+                "RADIUS sessions reloaded from the store at start",
+                s.restored,
+            ),
+            (
+                "radius_persist_errors",
+                "Batches of RADIUS session changes the store could not write",
+                s.persist_errors,
             ),
         ];
         for (name, help, value) in counters {

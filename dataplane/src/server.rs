@@ -85,7 +85,7 @@ async fn start_inner(
     factory: Arc<dyn SinkFactory>,
     upstream: Option<Upstream>,
 ) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(&config.data_dir)
+    simgate_control::secret_file::create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     // Opening the store may write (first start: seed, token); keep it off
     // the async workers.
@@ -102,15 +102,16 @@ async fn start_inner(
     };
     let created_token = plane.take_created_token();
 
-    let mut metrics = Metrics::new();
-    let radius_stats = Arc::new(RadiusStats::new());
-    metrics.register_radius(Arc::clone(&radius_stats));
-    let metrics = Arc::new(metrics);
-    let sessions = Arc::clone(&plane.sessions);
-    let snapshot = Arc::clone(&plane.snapshot);
     let harvest_path = config.data_dir.join("harvest.redb");
     let harvest = HarvestStore::open(&harvest_path, config.harvest.clone())
         .with_context(|| format!("cannot open Harvest store {}", harvest_path.display()))?;
+    let mut metrics = Metrics::new();
+    let radius_stats = Arc::new(RadiusStats::new());
+    metrics.register_radius(Arc::clone(&radius_stats));
+    metrics.register_harvest(&harvest);
+    let metrics = Arc::new(metrics);
+    let sessions = Arc::clone(&plane.sessions);
+    let snapshot = Arc::clone(&plane.snapshot);
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let funnel = Funnel::new(
@@ -247,7 +248,8 @@ async fn start_inner(
     let http_limits = HttpLimits {
         max_body: ing.http_max_body,
         max_connections: ing.tcp_max_connections,
-        header_timeout: Duration::from_secs(30),
+        header_timeout: Duration::from_millis(ing.http_header_timeout_ms),
+        body_timeout: Duration::from_millis(ing.http_body_timeout_ms),
     };
     for (addr, listener, slot) in [
         (config.listen.http, HttpListener::Devices, &mut bound.http),
@@ -286,17 +288,20 @@ async fn start_inner(
             .await
             .with_context(|| format!("cannot bind API {addr}"))?;
         bound.api = Some(listener.local_addr()?);
-        let mut stop = shutdown.clone();
-        listeners.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "API listener failed");
-            }
-        });
+        // hyper with header/body timeouts and a connection limit, as the
+        // device listeners (axum::serve has none of them).
+        let limits = ingress::http::ApiLimits {
+            max_connections: ing.api_max_connections,
+            header_timeout: Duration::from_millis(ing.http_header_timeout_ms),
+            body_timeout: Duration::from_millis(ing.http_body_timeout_ms),
+        };
+        listeners.spawn(ingress::http::serve_api(
+            listener,
+            app,
+            limits,
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
     }
     if config.radius.enabled {
         let mut radius = config.radius.clone();
@@ -318,10 +323,16 @@ async fn start_inner(
             });
         }
         let listen = radius.listen;
-        let (addr, task) = simgate_control::radius::spawn(
+        // RADIUS sessions survive restarts: kept in the control store,
+        // written behind (see `store::radius_sessions`).
+        let persistence = plane
+            .radius_persistence(Arc::clone(&radius_stats))
+            .context("cannot keep RADIUS sessions in the control store")?;
+        let (addr, task) = simgate_control::radius::spawn_with(
             radius,
             Arc::clone(&sessions),
             radius_stats,
+            Some(persistence),
             shutdown.clone(),
         )
         .with_context(|| format!("cannot start RADIUS accounting on {listen}"))?;

@@ -124,6 +124,8 @@ enabled = false
 
 [funnel]
 {durability}
+# kinesalite speaks plain HTTP.
+allow_insecure_endpoints = true
 # Long enough that records wait at every kill: a kill then loses them
 # unless they are in the spool.
 linger_ms = 200
@@ -142,6 +144,7 @@ secret_access_key = "{secret}"
 [[groups]]
 id = "fleet"
 [groups.funnel]
+enabled = true
 credentials_id = "kinesis-kill9"
 destination = {{ service = "kinesis", resource_url = "https://kinesis.{region}.amazonaws.com/{STREAM}", endpoint = "{endpoint}" }}
 "#,
@@ -182,6 +185,10 @@ impl Instance {
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // A start failure is then its error chain, not 30 lines of
+            // backtrace frames hiding it in `log_tail`.
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -62,6 +62,8 @@ fn config(endpoint: &str, sims: &[u32]) -> String {
         r#"
 [funnel]
 {durability}
+# kinesalite speaks plain HTTP.
+allow_insecure_endpoints = true
 linger_ms = 20
 request_timeout_ms = 1000
 retry_base_ms = 100
@@ -81,6 +83,7 @@ secret_access_key = "{secret}"
 [[groups]]
 id = "fleet"
 [groups.funnel]
+enabled = true
 credentials_id = "kinesis-outage"
 destination = {{ service = "kinesis", resource_url = "https://kinesis.{region}.amazonaws.com/{STREAM}", endpoint = "{endpoint}" }}
 "#,

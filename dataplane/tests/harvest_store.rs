@@ -22,6 +22,7 @@ fn settings() -> HarvestSettings {
     HarvestSettings {
         max_entry_bytes: 32,
         retention_days: 2,
+        ..HarvestSettings::default()
     }
 }
 

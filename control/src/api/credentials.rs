@@ -10,7 +10,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{blocking, ApiError, ApiJson, ApiPath, ErrorBody};
+use super::error::{blocking, ApiError, ApiObject, ApiPath, ErrorBody};
 use crate::model::{
     AwsCredentials, Credential, CredentialId, CredentialKind, PskCredentials, Secret,
     X509Credentials,
@@ -30,21 +30,30 @@ pub(crate) struct PublicCredentials {
     pub(crate) access_key_id: Option<String>,
 }
 
-/// A credential set as listed.
+/// The credential types simgate stores.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum CredentialType {
+    AwsCredentials,
+    Psk,
+    X509,
+}
+
+/// A credential set, as SORACOM's API shows it (secrets left out).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CredentialView {
     #[schema(example = "kinesis-demo")]
     pub(crate) credentials_id: String,
-    /// `aws-credentials`, `psk` or `x509`.
     #[serde(rename = "type")]
-    #[schema(example = "aws-credentials")]
+    #[schema(value_type = CredentialType, example = "aws-credentials")]
     pub(crate) kind: String,
+    pub(crate) description: Option<String>,
     pub(crate) credentials: PublicCredentials,
     /// Unix ms.
-    pub(crate) created_at: u64,
+    pub(crate) create_date_time: u64,
     /// Unix ms.
-    pub(crate) last_modified_at: u64,
+    pub(crate) update_date_time: u64,
 }
 
 impl From<&Stamped<Credential>> for CredentialView {
@@ -58,9 +67,10 @@ impl From<&Stamped<Credential>> for CredentialView {
         Self {
             credentials_id: c.value.id.to_string(),
             kind: c.value.kind.type_name().to_owned(),
+            description: c.value.description.clone(),
             credentials,
-            created_at: c.created_at,
-            last_modified_at: c.last_modified_at,
+            create_date_time: c.created_at,
+            update_date_time: c.last_modified_at,
         }
     }
 }
@@ -69,7 +79,9 @@ impl From<&Stamped<Credential>> for CredentialView {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct AwsCredentialsIn {
+    #[schema(min_length = 1, max_length = 128)]
     pub(crate) access_key_id: String,
+    #[schema(min_length = 1, max_length = 1024)]
     pub(crate) secret_access_key: String,
     #[serde(default)]
     pub(crate) session_token: Option<String>,
@@ -79,6 +91,8 @@ pub(crate) struct AwsCredentialsIn {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PskCredentialsIn {
+    /// 1 to 1024 bytes.
+    #[schema(min_length = 1, max_length = 256)]
     pub(crate) key: String,
 }
 
@@ -88,26 +102,106 @@ pub(crate) struct PskCredentialsIn {
 pub(crate) struct X509CredentialsIn {
     /// CA bundle that verifies the upstream server; optional.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(\s*|-----BEGIN CERTIFICATE-----[\s\S]*)$",
+        max_length = 65536
+    )]
     pub(crate) ca: Option<String>,
+    #[schema(pattern = r"^-----BEGIN CERTIFICATE-----", max_length = 65536)]
     pub(crate) cert: String,
+    #[schema(
+        pattern = r"^-----BEGIN (RSA |EC )?PRIVATE KEY-----",
+        max_length = 65536
+    )]
     pub(crate) key: String,
 }
 
-/// `PUT /v1/credentials/{id}` body.
+/// `POST` and `PUT /v1/credentials/{id}` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PutCredential {
-    /// `aws-credentials`, `psk` or `x509`.
     #[serde(rename = "type")]
-    #[schema(example = "aws-credentials")]
+    #[schema(value_type = CredentialType, example = "aws-credentials")]
     pub(crate) kind: String,
-    /// Accepted for SORACOM compatibility; not stored.
-    #[serde(default, rename = "description")]
-    pub(crate) _description: Option<String>,
+    /// Free text, up to 1024 bytes.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    pub(crate) description: Option<String>,
     /// `{accessKeyId, secretAccessKey, sessionToken?}` (aws),
     /// `{key}` (psk) or `{ca?, cert, key}` (x509).
     #[schema(value_type = Object)]
     pub(crate) credentials: serde_json::Value,
+}
+
+/// The request body as described: the shape of `credentials` follows
+/// `type` (what [`PutCredential`] reads).
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documentation only
+pub(crate) enum CredentialRequest {
+    Aws(AwsRequest),
+    Psk(PskRequest),
+    X509(X509Request),
+}
+
+/// `type` `aws-credentials`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub(crate) enum AwsType {
+    #[serde(rename = "aws-credentials")]
+    Only,
+}
+
+/// A `aws-credentials` credential set as sent.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct AwsRequest {
+    #[serde(rename = "type")]
+    kind: AwsType,
+    #[schema(max_length = 1024)]
+    description: Option<String>,
+    credentials: AwsCredentialsIn,
+}
+
+/// `type` `psk`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub(crate) enum PskType {
+    #[serde(rename = "psk")]
+    Only,
+}
+
+/// A `psk` credential set as sent.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct PskRequest {
+    #[serde(rename = "type")]
+    kind: PskType,
+    #[schema(max_length = 1024)]
+    description: Option<String>,
+    credentials: PskCredentialsIn,
+}
+
+/// `type` `x509`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub(crate) enum X509Type {
+    #[serde(rename = "x509")]
+    Only,
+}
+
+/// A `x509` credential set as sent.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct X509Request {
+    #[serde(rename = "type")]
+    kind: X509Type,
+    #[schema(max_length = 1024)]
+    description: Option<String>,
+    credentials: X509CredentialsIn,
 }
 
 /// Largest PEM text accepted in an `x509` credential.
@@ -206,9 +300,10 @@ pub(crate) async fn list_credentials(
     )
 }
 
-/// Get a credential set (without secrets).
+/// Get a credential set (without secrets). A simgate extension: SORACOM
+/// lists them only.
 #[utoipa::path(get, path = "/v1/credentials/{credentials_id}", tag = "Credential",
-    params(("credentials_id" = String, Path, description = "Credentials id")),
+    params(("credentials_id" = String, Path, description = "Credentials id", pattern = r"^[A-Za-z0-9_.-]{1,64}$")),
     responses((status = 200, body = CredentialView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_credential(
@@ -222,21 +317,62 @@ pub(crate) async fn get_credential(
         .ok_or_else(|| ApiError::not_found(format!("credentials {id} do not exist")))
 }
 
+/// Longest description accepted.
+const MAX_DESCRIPTION: usize = 1024;
+
+fn credential_of(id: CredentialId, req: PutCredential) -> Result<Credential, ApiError> {
+    if req
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+    {
+        return Err(ApiError::bad_request(format!(
+            "description may be at most {MAX_DESCRIPTION} characters"
+        )));
+    }
+    Ok(Credential {
+        id,
+        description: req.description.filter(|d| !d.is_empty()),
+        kind: credential_kind(&req.kind, req.credentials)?,
+    })
+}
+
+/// Create a credential set.
+#[utoipa::path(post, path = "/v1/credentials/{credentials_id}", tag = "Credential",
+    params(("credentials_id" = String, Path, description = "Credentials id", pattern = r"^[A-Za-z0-9_.-]{1,64}$")), request_body = CredentialRequest,
+    responses((status = 201, description = "Created", body = CredentialView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, description = "They exist already (PUT replaces)", body = ErrorBody)))]
+pub(crate) async fn create_credential(
+    State(plane): State<Arc<ControlPlane>>,
+    ApiPath(id): ApiPath<String>,
+    ApiObject(req): ApiObject<PutCredential>,
+) -> Result<Response, ApiError> {
+    let id = id_param(&id)?;
+    if plane.credential(&id).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("credentials {id} exist already; PUT replaces them"),
+        ));
+    }
+    let cred = credential_of(id, req)?;
+    let (stored, _) = blocking(&plane, move |p| p.put_credential(cred)).await?;
+    Ok((StatusCode::CREATED, Json(CredentialView::from(&stored))).into_response())
+}
+
 /// Create or replace a credential set.
 #[utoipa::path(put, path = "/v1/credentials/{credentials_id}", tag = "Credential",
-    params(("credentials_id" = String, Path, description = "Credentials id")), request_body = PutCredential,
+    params(("credentials_id" = String, Path, description = "Credentials id", pattern = r"^[A-Za-z0-9_.-]{1,64}$")), request_body = CredentialRequest,
     responses((status = 200, description = "Replaced", body = CredentialView), (status = 201, description = "Created", body = CredentialView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(crate) async fn put_credential(
     State(plane): State<Arc<ControlPlane>>,
     ApiPath(id): ApiPath<String>,
-    ApiJson(req): ApiJson<PutCredential>,
+    ApiObject(req): ApiObject<PutCredential>,
 ) -> Result<Response, ApiError> {
     let id = id_param(&id)?;
-    let cred = Credential {
-        id,
-        kind: credential_kind(&req.kind, req.credentials)?,
-    };
+    let cred = credential_of(id, req)?;
     let (stored, created) = blocking(&plane, move |p| p.put_credential(cred)).await?;
     let status = if created {
         StatusCode::CREATED
@@ -248,7 +384,7 @@ pub(crate) async fn put_credential(
 
 /// Delete a credential set no group's Funnel or Beam uses.
 #[utoipa::path(delete, path = "/v1/credentials/{credentials_id}", tag = "Credential",
-    params(("credentials_id" = String, Path, description = "Credentials id")),
+    params(("credentials_id" = String, Path, description = "Credentials id", pattern = r"^[A-Za-z0-9_.-]{1,64}$")),
     responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "A group uses them", body = ErrorBody)))]
 pub(crate) async fn delete_credential(

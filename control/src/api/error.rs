@@ -167,6 +167,34 @@ where
     }
 }
 
+/// [`ApiJson`] for bodies that must be one JSON object: anything else
+/// (an array, `null`, a number) is 400 even where serde would have read a
+/// struct from an array.
+#[derive(Debug)]
+pub(crate) struct ApiObject<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for ApiObject<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiJson(v) = ApiJson::<serde_json::Value>::from_request(req, state).await?;
+        if !v.is_object() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body must be a JSON object",
+            ));
+        }
+        serde_json::from_value(v)
+            .map(Self)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+    }
+}
+
 /// `Path<T>` with a JSON 400 rejection.
 #[derive(Debug)]
 pub(crate) struct ApiPath<T>(pub(crate) T);

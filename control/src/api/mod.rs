@@ -1,7 +1,8 @@
 //! The control REST API, shaped like SORACOM's: subscribers, groups with
 //! configuration namespaces, credentials, sessions and the API's own
-//! tokens, behind a bearer token, with an OpenAPI description at
-//! `/openapi.json`.
+//! tokens, behind a bearer token (or SORACOM's `X-Soracom-API-Key` +
+//! `X-Soracom-Token` from `POST /v1/auth`, see `auth.rs`), with an OpenAPI
+//! description at `/openapi.json`.
 //!
 //! Handlers validate and translate; every rule lives in the
 //! [`ControlPlane`] and is applied in one durable
@@ -11,9 +12,11 @@
 //! 409 exists already / still in use / terminated / last token, 413 body over
 //! [`MAX_BODY_BYTES`], 503 the store could not write (retry).
 
+mod auth;
 mod credentials;
 mod error;
 mod groups;
+mod harvest_doc;
 mod sessions;
 mod subscribers;
 mod tokens;
@@ -26,7 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::plane::ControlPlane;
@@ -83,6 +86,10 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
             post(subscribers::unset_imei_lock),
         )
         .route(
+            "/v1/subscribers/{imsi}/register",
+            post(subscribers::register_sim),
+        )
+        .route(
             "/v1/groups",
             get(groups::list_groups).post(groups::create_group),
         )
@@ -92,16 +99,26 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         )
         .route(
             "/v1/groups/{group_id}/configuration/{namespace}",
-            put(groups::put_configuration),
+            put(groups::put_configuration).delete(groups::delete_namespace),
         )
         .route(
-            "/v1/groups/{group_id}/configuration/{namespace}/{key}",
+            "/v1/groups/{group_id}/configuration/{namespace}/{name}",
             delete(groups::delete_configuration),
+        )
+        .route(
+            "/v1/groups/{group_id}/subscribers",
+            get(groups::list_group_subscribers),
+        )
+        .route("/v1/groups/{group_id}/tags", put(groups::put_group_tags))
+        .route(
+            "/v1/groups/{group_id}/tags/{tag_name}",
+            delete(groups::delete_group_tag),
         )
         .route("/v1/credentials", get(credentials::list_credentials))
         .route(
             "/v1/credentials/{credentials_id}",
             get(credentials::get_credential)
+                .post(credentials::create_credential)
                 .put(credentials::put_credential)
                 .delete(credentials::delete_credential),
         )
@@ -115,9 +132,25 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
             get(tokens::list_tokens).post(tokens::create_token),
         )
         .route("/v1/tokens/{name}", delete(tokens::revoke_token))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route(
+            "/v1/operators/{operator_id}/auth_keys",
+            get(auth::list_auth_keys).post(auth::generate_auth_key),
+        )
+        .route(
+            "/v1/operators/{operator_id}/auth_keys/{auth_key_id}",
+            delete(auth::delete_auth_key),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::clone(&plane));
-    protect(api, plane).route("/openapi.json", get(openapi_json))
+    // `POST /v1/auth` is how a SORACOM client gets its credentials: open.
+    let open = Router::new()
+        .route("/v1/auth", post(auth::authenticate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Arc::clone(&plane));
+    protect(api, plane)
+        .merge(open)
+        .route("/openapi.json", get(openapi_json))
 }
 
 /// Puts `router`'s routes behind the API token (for routes served
@@ -131,7 +164,10 @@ where
 }
 
 /// Middleware: lets a request through only with `Authorization: Bearer
-/// <token>` naming a current token; else 401 with a JSON error. Use with
+/// <token>` naming a current token, or with `X-Soracom-API-Key` and
+/// `X-Soracom-Token` naming a live pair from `POST /v1/auth` (when either
+/// of those is sent, both must be, and they decide); else 401 with a JSON
+/// error. Use with
 /// `axum::middleware::from_fn_with_state(plane, require_token)`, or
 /// [`protect`].
 pub async fn require_token(
@@ -139,6 +175,11 @@ pub async fn require_token(
     req: Request,
     next: Next,
 ) -> Response {
+    match auth::check_headers(&plane, req.headers()) {
+        Some(Ok(())) => return next.run(req).await,
+        Some(Err(refused)) => return refused,
+        None => {}
+    }
     match bearer(req.headers()) {
         Some(t) if plane.verify_token(t) => next.run(req).await,
         Some(_) => unauthorized(
@@ -177,8 +218,9 @@ fn unauthorized(code: &'static str, message: &str, challenge: &'static str) -> R
     info(
         title = "simgate control API",
         description = "Subscribers, groups, credentials and sessions of a simgate gateway, \
-                       shaped like the SORACOM API. Every operation needs \
-                       `Authorization: Bearer <token>`.",
+                       shaped like the SORACOM API. Every operation but `POST /v1/auth` needs \
+                       `Authorization: Bearer <token>`, or `X-Soracom-API-Key` and \
+                       `X-Soracom-Token` from `POST /v1/auth`.",
     ),
     paths(
         subscribers::list_subscribers,
@@ -195,14 +237,27 @@ fn unauthorized(code: &'static str, message: &str, challenge: &'static str) -> R
         subscribers::terminate,
         subscribers::set_imei_lock,
         subscribers::unset_imei_lock,
+        subscribers::register_sim,
         groups::list_groups,
         groups::create_group,
         groups::get_group,
         groups::delete_group,
         groups::put_configuration,
         groups::delete_configuration,
+        groups::delete_namespace,
+        groups::list_group_subscribers,
+        groups::put_group_tags,
+        groups::delete_group_tag,
+        harvest_doc::get_data_entries,
+        harvest_doc::get_data_entry,
+        harvest_doc::delete_data_entry,
+        harvest_doc::list_data_resources,
+        harvest_doc::get_data_from_subscriber,
+        harvest_doc::get_subscriber_data_at,
+        harvest_doc::delete_subscriber_data_at,
         credentials::list_credentials,
         credentials::get_credential,
+        credentials::create_credential,
         credentials::put_credential,
         credentials::delete_credential,
         sessions::list_sessions,
@@ -211,16 +266,30 @@ fn unauthorized(code: &'static str, message: &str, challenge: &'static str) -> R
         tokens::list_tokens,
         tokens::create_token,
         tokens::revoke_token,
+        auth::authenticate,
+        auth::logout,
+        auth::generate_auth_key,
+        auth::list_auth_keys,
+        auth::delete_auth_key,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(
+        ErrorBody,
+        groups::Namespace,
+        subscribers::TagValueMatchMode,
+        harvest_doc::Sort,
+        harvest_doc::ResourceType,
+    )),
     modifiers(&BearerAuth),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = [], "api_token" = [])),
     tags(
         (name = "Subscriber", description = "SIMs"),
         (name = "Group", description = "Groups and their service configuration"),
         (name = "Credential", description = "Credential sets (secrets are write-only)"),
+        (name = "DataEntry", description = "Harvest Data (served by the data plane)"),
         (name = "Session", description = "IP address → SIM bindings"),
         (name = "Token", description = "API bearer tokens (shown once, when made)"),
+        (name = "Auth", description = "SORACOM-style API key and token from an auth key"),
+        (name = "Operator", description = "Auth keys (secrets shown once, when made)"),
     )
 )]
 struct ApiDoc;
@@ -238,6 +307,21 @@ impl Modify for BearerAuth {
                     .bearer_format("sgt_…")
                     .build(),
             ),
+        );
+        // SORACOM's schemes: both headers together, from `POST /v1/auth`.
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Soracom-API-Key",
+                "API key from POST /v1/auth; send with X-Soracom-Token",
+            ))),
+        );
+        components.add_security_scheme(
+            "api_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Soracom-Token",
+                "API token from POST /v1/auth; send with X-Soracom-API-Key",
+            ))),
         );
     }
 }

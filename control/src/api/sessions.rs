@@ -63,10 +63,13 @@ impl From<&SessionInfo> for SessionView {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PutSession {
     /// A registered subscriber.
+    #[schema(pattern = r"^[0-9]{14,15}$")]
     pub(crate) imsi: String,
     #[serde(default)]
+    #[schema(pattern = r"^[0-9]{14,16}$")]
     pub(crate) imei: Option<String>,
     #[serde(default)]
+    #[schema(pattern = r"^\+?[0-9]{1,15}$")]
     pub(crate) msisdn: Option<String>,
 }
 
@@ -75,7 +78,8 @@ fn ip_param(s: &str) -> Result<IpAddr, ApiError> {
         .map_err(|_| ApiError::bad_request("the path must end in an IPv4 or IPv6 address"))
 }
 
-/// List sessions.
+/// List sessions (a simgate extension: SORACOM shows a SIM's session in
+/// its `sessionStatus`).
 #[utoipa::path(get, path = "/v1/sessions", tag = "Session",
     responses((status = 200, body = [SessionView]), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_sessions(
@@ -90,9 +94,10 @@ pub(crate) async fn list_sessions(
     )
 }
 
-/// Bind an IP address to a SIM (a static session, kept across restarts).
+/// Bind an IP address to a SIM (a static session, kept across restarts; a
+/// simgate extension, for labs without a packet gateway).
 #[utoipa::path(put, path = "/v1/sessions/{ip}", tag = "Session",
-    params(("ip" = String, Path, description = "IPv4 or IPv6 address")), request_body = PutSession,
+    params(("ip" = String, Path, description = "IPv4 address (IPv6 is accepted too)", pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$")), request_body = PutSession,
     responses((status = 200, body = SessionView), (status = 400, description = "Bad address or IMSI, or the SIM is not registered", body = ErrorBody),
         (status = 401, body = ErrorBody)))]
 pub(crate) async fn put_session(
@@ -126,9 +131,9 @@ pub(crate) async fn put_session(
     }))
 }
 
-/// Remove a session (static or learned from RADIUS).
+/// Remove a session (static or learned from RADIUS; a simgate extension).
 #[utoipa::path(delete, path = "/v1/sessions/{ip}", tag = "Session",
-    params(("ip" = String, Path, description = "IPv4 or IPv6 address")),
+    params(("ip" = String, Path, description = "IPv4 address (IPv6 is accepted too)", pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$")),
     responses((status = 204, description = "Removed"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_session(

@@ -36,7 +36,7 @@ pub(crate) struct TokenView {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateToken {
     /// 1 to 64 letters, digits, `-`, `_` or `.`; unique.
-    #[schema(example = "ci")]
+    #[schema(example = "ci", pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
     pub(crate) name: String,
 }
 
@@ -51,7 +51,7 @@ pub(crate) struct CreatedToken {
     pub(crate) token: String,
 }
 
-/// List API tokens (names only), by name.
+/// List API tokens (names only), by name. A simgate extension.
 #[utoipa::path(get, path = "/v1/tokens", tag = "Token",
     responses((status = 200, body = [TokenView]), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list_tokens(State(plane): State<Arc<ControlPlane>>) -> Json<Vec<TokenView>> {
@@ -68,6 +68,7 @@ pub(crate) async fn list_tokens(State(plane): State<Arc<ControlPlane>>) -> Json<
 }
 
 /// Create an API token. The answer is the only time the token is shown.
+/// A simgate extension.
 #[utoipa::path(post, path = "/v1/tokens", tag = "Token", request_body = CreateToken,
     responses((status = 201, body = CreatedToken), (status = 400, description = "Bad name", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 409, description = "A token has this name already", body = ErrorBody)))]
@@ -86,7 +87,7 @@ pub(crate) async fn create_token(
 }
 
 /// Revoke an API token (it stops working at once). The last token cannot
-/// be revoked: create another first.
+/// be revoked: create another first. A simgate extension.
 #[utoipa::path(delete, path = "/v1/tokens/{name}", tag = "Token",
     params(("name" = String, Path, description = "Token name")),
     responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody),

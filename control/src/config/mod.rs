@@ -160,6 +160,15 @@ pub struct IngressSettings {
     pub tcp_idle_timeout_ms: u64,
     /// Concurrent TCP connections per listener.
     pub tcp_max_connections: usize,
+    /// HTTP listeners (devices and the API): a request's headers must
+    /// arrive within this long, or the connection is closed.
+    pub http_header_timeout_ms: u64,
+    /// HTTP listeners (devices and the API): a request's body must arrive
+    /// within this long after its headers; a device that stops sending gets
+    /// `408` (counted as `body_timeout`) and the connection is closed.
+    pub http_body_timeout_ms: u64,
+    /// Concurrent connections on the API listener; more are closed at once.
+    pub api_max_connections: usize,
 }
 
 impl Default for IngressSettings {
@@ -172,6 +181,9 @@ impl Default for IngressSettings {
             tcp_max_message: 65_536,
             tcp_idle_timeout_ms: 300_000,
             tcp_max_connections: 10_000,
+            http_header_timeout_ms: 30_000,
+            http_body_timeout_ms: 30_000,
+            api_max_connections: 1024,
         }
     }
 }
@@ -274,6 +286,10 @@ pub struct FunnelSettings {
     /// Size at which a spool segment is sealed and a new one started.
     pub spool_segment_bytes: u64,
     pub spool_when_full: WhenFull,
+    /// Accept a plain `http://` `destination.endpoint` (emulators such as
+    /// kinesalite); off, endpoints must be `https://` (see
+    /// [`check_funnel_endpoint`]).
+    pub allow_insecure_endpoints: bool,
 }
 
 impl Default for FunnelSettings {
@@ -294,6 +310,7 @@ impl Default for FunnelSettings {
             spool_max_bytes: 1 << 30,
             spool_segment_bytes: 64 << 20,
             spool_when_full: WhenFull::Refuse,
+            allow_insecure_endpoints: false,
         }
     }
 }
@@ -306,6 +323,10 @@ pub struct HarvestSettings {
     pub max_entry_bytes: usize,
     /// Entries older than this are deleted (SORACOM: 40 days by default).
     pub retention_days: u32,
+    /// Disk budget of the stored entries (keys and values); when reached,
+    /// new entries are refused (`507`) until the retention sweep or deletes
+    /// make room. 0 = no limit.
+    pub max_bytes: u64,
 }
 
 impl Default for HarvestSettings {
@@ -313,8 +334,27 @@ impl Default for HarvestSettings {
         Self {
             max_entry_bytes: 1024,
             retention_days: 40,
+            max_bytes: 1 << 30,
         }
     }
+}
+
+/// Whether a Funnel `destination.endpoint` override may be used: `https://`
+/// (or anything that is not plain HTTP, such as the `null:` discard sink)
+/// always; `http://` only when `allow_insecure` (`[funnel]
+/// allow_insecure_endpoints = true`, for emulators), since records and
+/// their SigV4-signed requests would cross the network in clear text.
+/// Called for the configuration file and for API writes.
+pub fn check_funnel_endpoint(endpoint: &str, allow_insecure: bool) -> Result<(), String> {
+    let plain_http = endpoint
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+    if plain_http && !allow_insecure {
+        return Err(format!(
+            "destination.endpoint {endpoint:?} must be https:// (for an emulator set [funnel] allow_insecure_endpoints = true)"
+        ));
+    }
+    Ok(())
 }
 
 /// A static IP → IMSI binding, for labs and tests.
@@ -350,6 +390,14 @@ impl Config {
                 return invalid(format!("group {} is declared twice", g.id));
             }
             if let Some(f) = &g.funnel {
+                if let Some(e) = &f.destination.endpoint {
+                    if let Err(m) = check_funnel_endpoint(e, self.funnel.allow_insecure_endpoints) {
+                        return invalid(format!("group {}: funnel {m}", g.id));
+                    }
+                }
+                if let Err(m) = f.destination.check_flags() {
+                    return invalid(format!("group {}: funnel {m}", g.id));
+                }
                 if !self.credentials.iter().any(|c| c.id == f.credentials_id) {
                     return invalid(format!(
                         "group {}: funnel credentials_id {} is not declared in [[credentials]]",
@@ -420,6 +468,16 @@ impl Config {
                     .into(),
             );
         }
+        let i = &self.ingress;
+        if i.http_header_timeout_ms == 0
+            || i.http_body_timeout_ms == 0
+            || i.api_max_connections == 0
+        {
+            return invalid(
+                "ingress.http_header_timeout_ms, http_body_timeout_ms and api_max_connections must be positive"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -476,6 +534,130 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn funnel_http_endpoint_needs_the_opt_in() {
+        let body = |endpoint: &str, allow: &str| {
+            format!(
+                r#"
+[funnel]
+{allow}
+
+[[credentials]]
+id = "k"
+type = "aws"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "secret"
+
+[[groups]]
+id = "g"
+[groups.funnel]
+credentials_id = "k"
+destination = {{ service = "kinesis", resource_url = "https://kinesis.ap-northeast-1.amazonaws.com/s", endpoint = "{endpoint}" }}
+"#
+            )
+        };
+        let e = Config::parse(&body("http://127.0.0.1:4567", "")).unwrap_err();
+        assert!(e.to_string().contains("allow_insecure_endpoints"), "{e}");
+        assert!(Config::parse(&body("HTTP://127.0.0.1:4567", "")).is_err());
+        let c = Config::parse(&body(
+            "http://127.0.0.1:4567",
+            "allow_insecure_endpoints = true",
+        ))
+        .unwrap();
+        assert!(c.funnel.allow_insecure_endpoints);
+        Config::parse(&body("https://vpce.example.com", "")).unwrap();
+        Config::parse(&body("null:", "")).unwrap();
+        assert!(check_funnel_endpoint("http://x", false).is_err());
+        assert!(check_funnel_endpoint("http://x", true).is_ok());
+        assert!(check_funnel_endpoint("https://x", false).is_ok());
+    }
+
+    #[test]
+    fn harvest_max_bytes_defaults_to_one_gib() {
+        assert_eq!(HarvestSettings::default().max_bytes, 1 << 30);
+        let c = Config::parse("[harvest]\nmax_bytes = 4096\n").unwrap();
+        assert_eq!(c.harvest.max_bytes, 4096);
+    }
+
+    fn funnel_toml(table: &str) -> String {
+        format!(
+            r#"
+[[credentials]]
+id = "kinesis-demo"
+type = "aws"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "secret"
+
+[[groups]]
+id = "g"
+[groups.funnel]
+{table}
+"#
+        )
+    }
+
+    #[test]
+    fn funnel_table_takes_soracoms_field_names() {
+        use crate::model::{FunnelContentType, SinkService};
+        let c = Config::parse(&funnel_toml(
+            r#"enabled = true
+credentialsId = "kinesis-demo"
+contentType = "application/x-soracom-bf-v1"
+addSimId = true
+destination = { provider = "aws", service = "kinesis", resourceUrl = "https://kinesis.ap-northeast-1.amazonaws.com/devices", payloadsOnly = true, randomizePartitionKey = true }"#,
+        ))
+        .unwrap();
+        let f = c.groups[0].funnel.clone().unwrap();
+        assert!(f.enabled && f.add_sim_id);
+        assert_eq!(f.content_type, FunnelContentType::BinaryParser);
+        assert_eq!(f.destination.service, SinkService::Kinesis);
+        assert!(f.destination.payloads_only && f.destination.randomize_partition_key);
+
+        // The snake_case spelling and earlier versions' keys still read:
+        // `payloads_only` beside destination, `content_type = "auto"`;
+        // `enabled` left out is off, as SORACOM's default.
+        let c = Config::parse(&funnel_toml(
+            r#"credentials_id = "kinesis-demo"
+payloads_only = true
+content_type = "auto"
+destination = { service = "kinesis", resource_url = "https://kinesis.ap-northeast-1.amazonaws.com/devices" }"#,
+        ))
+        .unwrap();
+        let f = c.groups[0].funnel.clone().unwrap();
+        assert!(!f.enabled && !f.add_sim_id && f.destination.payloads_only);
+        assert_eq!(f.content_type, FunnelContentType::Unspecified);
+        assert_eq!(f.destination.provider, "aws");
+
+        // Unknown keys are refused by name; flags of other services too.
+        for (table, named) in [
+            (
+                r#"credentialsId = "kinesis-demo"
+sendSimId = true
+destination = { service = "kinesis", resourceUrl = "https://x" }"#,
+                "sendSimId",
+            ),
+            (
+                r#"credentialsId = "kinesis-demo"
+destination = { service = "kinesis", resourceUrl = "https://x", partitionKey = "k" }"#,
+                "partitionKey",
+            ),
+            (
+                r#"credentialsId = "kinesis-demo"
+contentType = "xml"
+destination = { service = "kinesis", resourceUrl = "https://x" }"#,
+                "xml",
+            ),
+            (
+                r#"credentialsId = "kinesis-demo"
+destination = { service = "firehose", resourceUrl = "https://x", randomizePartitionKey = true }"#,
+                "randomizePartitionKey",
+            ),
+        ] {
+            let e = Config::parse(&funnel_toml(table)).unwrap_err().to_string();
+            assert!(e.contains(named), "{named}: {e}");
+        }
+    }
 
     #[test]
     fn embedded_default_is_valid_and_binds_localhost() {

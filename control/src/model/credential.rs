@@ -44,6 +44,9 @@ impl Serialize for Secret {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Credential {
     pub id: CredentialId,
+    /// Free text for people (SORACOM's `description`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     #[serde(flatten)]
     pub kind: CredentialKind,
 }
@@ -110,6 +113,7 @@ mod tests {
     fn debug_and_serialize_hide_the_secret() {
         let c = Credential {
             id: CredentialId::parse("k").unwrap(),
+            description: None,
             kind: CredentialKind::Aws(AwsCredentials {
                 access_key_id: "AKIDEXAMPLE".into(),
                 secret_access_key: Secret::new("wJalrXUtnFEMI"),
@@ -135,6 +139,7 @@ mod tests {
         ] {
             let c = Credential {
                 id: CredentialId::parse("k").unwrap(),
+                description: None,
                 kind,
             };
             let dbg = format!("{c:?}");
@@ -154,5 +159,9 @@ mod tests {
         };
         assert_eq!(p.key.expose(), "topsecret");
         assert_eq!(c.kind.type_name(), "psk");
+        let c: Credential =
+            serde_json::from_str(r#"{"id":"p","type":"psk","key":"k","description":"for beam"}"#)
+                .unwrap();
+        assert_eq!(c.description.as_deref(), Some("for beam"));
     }
 }

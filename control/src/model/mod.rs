@@ -56,56 +56,224 @@ pub struct Group {
     pub configuration: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
-/// SORACOM Funnel settings of a group (namespace `SoracomFunnel`).
+/// SORACOM Funnel settings of a group (namespace `SoracomFunnel`), in the
+/// shape of SORACOM's `FunnelConfiguration`: `enabled` (default false, as
+/// SORACOM), `destination` (with its per-service flags), `credentialsId`,
+/// `contentType` and `addSimId`.
+///
+/// Read from the configuration file (`[groups.funnel]`, SORACOM's field
+/// names or their snake_case spelling) and from stored records; written to
+/// the store in snake_case. Records of earlier simgate versions, with
+/// `payloads_only` beside `destination` and `content_type = "auto"`, still
+/// read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "FunnelConfigRepr")]
 pub struct FunnelConfig {
-    #[serde(default = "yes")]
     pub enabled: bool,
     pub destination: Destination,
     pub credentials_id: CredentialId,
-    /// Deliver only the device's payload instead of the whole envelope.
-    #[serde(default)]
-    pub payloads_only: bool,
     /// How UDP/TCP payloads are interpreted; HTTP follows its Content-Type.
-    #[serde(default)]
     pub content_type: FunnelContentType,
+    /// Add the SIM's `simId` (ICCID) to the envelope.
+    pub add_sim_id: bool,
 }
 
-fn yes() -> bool {
-    true
-}
-
-/// Interpretation of UDP and TCP payloads for Funnel.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FunnelContentType {
-    /// Embed the bytes as JSON when they are a JSON object or array, else base64.
-    #[default]
-    Auto,
-    /// The device promises JSON: anything else is refused with 400.
-    Json,
-    /// Always base64, even if the bytes happen to be JSON.
-    Binary,
-}
-
-/// Where Funnel delivers: the `destination` object of the envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What `[groups.funnel]` and stored records may hold.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FunnelConfigRepr {
+    #[serde(default)]
+    enabled: Option<bool>,
+    destination: Destination,
+    #[serde(alias = "credentialsId")]
+    credentials_id: CredentialId,
+    #[serde(default, alias = "contentType")]
+    content_type: FunnelContentType,
+    #[serde(default, alias = "addSimId")]
+    add_sim_id: bool,
+    /// Earlier simgate versions kept `payloads_only` beside `destination`;
+    /// SORACOM (and simgate now) has it inside.
+    #[serde(default, alias = "payloadsOnly")]
+    payloads_only: bool,
+}
+
+impl From<FunnelConfigRepr> for FunnelConfig {
+    fn from(r: FunnelConfigRepr) -> Self {
+        let mut destination = r.destination;
+        destination.payloads_only |= r.payloads_only;
+        if r.enabled.is_none() {
+            // Stored records always say; a configuration file may not.
+            tracing::warn!(
+                destination = %destination.resource_url,
+                "a Funnel configuration without `enabled` is off (SORACOM's default); add enabled = true"
+            );
+        }
+        Self {
+            enabled: r.enabled.unwrap_or(false),
+            destination,
+            credentials_id: r.credentials_id,
+            content_type: r.content_type,
+            add_sim_id: r.add_sim_id,
+        }
+    }
+}
+
+/// SORACOM's `FunnelContentType`: how Funnel reads UDP and TCP payloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FunnelContentType {
+    /// The device promises JSON: anything else is refused with 400.
+    #[serde(rename = "json", alias = "application/json")]
+    Json,
+    /// Text: delivered wrapped, `{"payload":"<base64>"}`.
+    #[serde(rename = "text", alias = "text/plain")]
+    Text,
+    /// Embedded as JSON when the bytes are a JSON object or array, else
+    /// wrapped. `auto` is what earlier simgate versions called it.
+    #[default]
+    #[serde(rename = "unspecified", alias = "auto")]
+    Unspecified,
+    /// Always wrapped, even if the bytes happen to be JSON.
+    #[serde(rename = "binary", alias = "application/octet-stream")]
+    Binary,
+    /// SORACOM's Binary Parser format. simgate has no Binary Parser yet:
+    /// the bytes are delivered wrapped, as `binary`.
+    #[serde(rename = "application/x-soracom-bf-v1")]
+    BinaryParser,
+}
+
+impl FunnelContentType {
+    pub const ALL: [Self; 5] = [
+        Self::Json,
+        Self::Text,
+        Self::Unspecified,
+        Self::Binary,
+        Self::BinaryParser,
+    ];
+
+    /// SORACOM's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Text => "text",
+            Self::Unspecified => "unspecified",
+            Self::Binary => "binary",
+            Self::BinaryParser => "application/x-soracom-bf-v1",
+        }
+    }
+
+    /// SORACOM's names, plus the earlier simgate and MIME spellings
+    /// (`auto`, `application/json`, `text/plain`, `application/octet-stream`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s).or(match s {
+            "auto" => Some(Self::Unspecified),
+            "application/json" => Some(Self::Json),
+            "text/plain" => Some(Self::Text),
+            "application/octet-stream" => Some(Self::Binary),
+            _ => None,
+        })
+    }
+}
+
+/// Where Funnel delivers: SORACOM's `destination` object (`provider`,
+/// `service`, `resourceUrl` — what the envelope repeats — and the
+/// per-service flags), plus simgate's `endpoint` override.
+///
+/// Serialized in snake_case with the flags left out when false, so that a
+/// destination without them has the same JSON (and spool directory) as in
+/// earlier versions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "DestinationRepr")]
 pub struct Destination {
-    #[serde(default = "aws")]
     pub provider: String,
     pub service: SinkService,
     /// e.g. `https://kinesis.ap-northeast-1.amazonaws.com/devices`.
     pub resource_url: String,
     /// Send to this URL instead of the one implied by `resource_url` (an
     /// emulator such as kinesalite, a VPC endpoint). Not part of the envelope.
-    #[serde(default)]
     pub endpoint: Option<String>,
+    /// Deliver only the payload, not the envelope (Kinesis, Firehose,
+    /// AWS IoT, Event Hubs, Pub/Sub).
+    #[serde(skip_serializing_if = "is_false")]
+    pub payloads_only: bool,
+    /// Kinesis: a random partition key per record instead of the IMSI.
+    #[serde(skip_serializing_if = "is_false")]
+    pub randomize_partition_key: bool,
+    /// AWS IoT: publish the payload as binary. Kept; simgate has no AWS IoT
+    /// sink yet.
+    #[serde(skip_serializing_if = "is_false")]
+    pub send_payloads_as_binary: bool,
 }
 
-fn aws() -> String {
-    "aws".to_owned()
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What a `destination` may hold (SORACOM's names or snake_case).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationRepr {
+    #[serde(default)]
+    provider: Option<String>,
+    service: SinkService,
+    #[serde(alias = "resourceUrl")]
+    resource_url: String,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default, alias = "payloadsOnly")]
+    payloads_only: bool,
+    #[serde(default, alias = "randomizePartitionKey")]
+    randomize_partition_key: bool,
+    #[serde(default, alias = "sendPayloadsAsBinary")]
+    send_payloads_as_binary: bool,
+}
+
+impl From<DestinationRepr> for Destination {
+    fn from(r: DestinationRepr) -> Self {
+        Self {
+            provider: r
+                .provider
+                .unwrap_or_else(|| r.service.provider().to_owned()),
+            service: r.service,
+            resource_url: r.resource_url,
+            endpoint: r.endpoint,
+            payloads_only: r.payloads_only,
+            randomize_partition_key: r.randomize_partition_key,
+            send_payloads_as_binary: r.send_payloads_as_binary,
+        }
+    }
+}
+
+impl Destination {
+    /// A destination with no flags set (`provider` from the service).
+    pub fn new(service: SinkService, resource_url: impl Into<String>) -> Self {
+        Self {
+            provider: service.provider().to_owned(),
+            service,
+            resource_url: resource_url.into(),
+            endpoint: None,
+            payloads_only: false,
+            randomize_partition_key: false,
+            send_payloads_as_binary: false,
+        }
+    }
+
+    /// Refuses flags SORACOM does not define for the destination's service.
+    pub fn check_flags(&self) -> Result<(), String> {
+        use SinkService::*;
+        let misplaced = |flag: &str, services: &str| {
+            Err(format!(
+                "destination.{flag} applies to {services} only, not {}",
+                self.service.as_str()
+            ))
+        };
+        if self.randomize_partition_key && self.service != Kinesis {
+            return misplaced("randomizePartitionKey", "kinesis");
+        }
+        if self.send_payloads_as_binary && self.service != AwsIot {
+            return misplaced("sendPayloadsAsBinary", "aws-iot");
+        }
+        Ok(())
+    }
 }
 
 /// Cloud services Funnel can deliver to.
@@ -127,6 +295,14 @@ impl SinkService {
             Self::AwsIot => "aws-iot",
             Self::Eventhubs => "eventhubs",
             Self::Pubsub => "pubsub",
+        }
+    }
+    /// SORACOM's `provider` for the service.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Self::Kinesis | Self::Firehose | Self::AwsIot => "aws",
+            Self::Eventhubs => "azure",
+            Self::Pubsub => "google",
         }
     }
 }
@@ -193,4 +369,59 @@ pub struct Subscriber {
     /// When set, sessions reporting another IMEI are refused.
     #[serde(default)]
     pub imei_lock: Option<Imei>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A Funnel configuration as the previous version stored it
+    /// (`payloads_only` beside `destination`, `content_type = "auto"`).
+    #[test]
+    fn funnel_records_of_the_previous_version_still_read() {
+        let old = json!({"enabled": true,
+            "destination": {"provider": "aws", "service": "kinesis",
+                "resource_url": "https://kinesis.us-east-1.amazonaws.com/s", "endpoint": null},
+            "credentials_id": "kin", "payloads_only": true, "content_type": "auto"});
+        let f: FunnelConfig = serde_json::from_value(old).unwrap();
+        assert!(f.enabled && f.destination.payloads_only && !f.add_sim_id);
+        assert_eq!(f.content_type, FunnelContentType::Unspecified);
+        // What is written now reads back the same.
+        let again: FunnelConfig =
+            serde_json::from_value(serde_json::to_value(&f).unwrap()).unwrap();
+        assert_eq!(again, f);
+    }
+
+    /// A destination without flags serializes exactly as before, so its
+    /// spool directory (named after the hash of this JSON) and dead letters
+    /// keep their names.
+    #[test]
+    fn a_destination_without_flags_keeps_its_json() {
+        let d = Destination::new(
+            SinkService::Kinesis,
+            "https://kinesis.us-east-1.amazonaws.com/s",
+        );
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({"provider": "aws", "service": "kinesis",
+                "resource_url": "https://kinesis.us-east-1.amazonaws.com/s", "endpoint": null})
+        );
+        let mut flagged = d.clone();
+        flagged.randomize_partition_key = true;
+        let v = serde_json::to_value(&flagged).unwrap();
+        assert_eq!(v["randomize_partition_key"], json!(true));
+        assert_eq!(serde_json::from_value::<Destination>(v).unwrap(), flagged);
+        assert!(flagged.check_flags().is_ok());
+        flagged.service = SinkService::Firehose;
+        assert!(flagged
+            .check_flags()
+            .unwrap_err()
+            .contains("randomizePartitionKey"));
+        // Provider follows the service when left out.
+        let d: Destination =
+            serde_json::from_value(json!({"service": "eventhubs", "resourceUrl": "https://x"}))
+                .unwrap();
+        assert_eq!(d.provider, "azure");
+    }
 }

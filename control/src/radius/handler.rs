@@ -8,6 +8,18 @@
 //! that client's secret → (a retransmission is answered from the duplicate
 //! cache here) → attributes make sense ([`Accounting::from_attributes`]) →
 //! applied and acknowledged.
+//!
+//! A Start or Interim-Update for an address that holds a static session (API
+//! or configuration file) is acknowledged but does not replace it: counted
+//! (`static_kept`) and logged.
+//!
+//! With a [`SessionPersistence`] ([`AccountingHandler::with_persistence`]),
+//! the bindings it makes survive a restart: every change (a new or changed
+//! binding, a Stop, Accounting-On/Off) is handed to it, and the sessions it
+//! kept are bound again at start, until the gateway's next Start or
+//! Interim-Update replaces them or a Stop ends them. An Interim-Update that
+//! repeats the binding hands nothing over. The handler never waits for the
+//! disk: the store's implementation writes behind, in batches.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,7 +32,28 @@ use super::codec::{parse_accounting_request, AccountingResponse, DropReason};
 use super::dedup::{DuplicateCache, RequestKey};
 use super::stats::{Event, RadiusStats};
 use crate::model::Imsi;
-use crate::snapshot::{canonical_ip, SessionTable};
+use crate::snapshot::{canonical_ip, Session, SessionTable};
+
+/// A session RADIUS bound, as kept across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistedSession {
+    pub ip: Ipv4Addr,
+    /// The gateway that reported it (for Accounting-On/Off).
+    pub nas: IpAddr,
+    pub session: Session,
+}
+
+/// Where the handler keeps its bindings across restarts (the control
+/// store's `radius_sessions` table in `simgate serve`). `save` and `remove`
+/// are called on the packet path: they must not wait for the disk.
+pub trait SessionPersistence: Send + Sync + std::fmt::Debug {
+    /// The sessions kept by an earlier run.
+    fn restore(&self) -> Vec<PersistedSession>;
+    /// `ip` is now bound to `session`, reported by `nas`.
+    fn save(&self, ip: Ipv4Addr, nas: IpAddr, session: &Session);
+    /// `ip` is no longer bound by RADIUS.
+    fn remove(&self, ip: Ipv4Addr);
+}
 
 /// Who made a binding through RADIUS, so Accounting-On/Off from that gateway
 /// can end it and nothing else.
@@ -42,6 +75,7 @@ pub struct AccountingHandler {
     /// the address's next Start; so it holds at most one entry per address
     /// RADIUS ever bound, like the session table itself.
     bound: HashMap<Ipv4Addr, Binding>,
+    persistence: Option<Arc<dyn SessionPersistence>>,
 }
 
 impl AccountingHandler {
@@ -57,7 +91,35 @@ impl AccountingHandler {
             stats,
             duplicates,
             bound: HashMap::new(),
+            persistence: None,
         }
+    }
+
+    /// Keeps bindings in `persistence` from now on, and binds again the
+    /// sessions it kept (except where a static session holds the address
+    /// now: that row is removed).
+    pub fn with_persistence(mut self, persistence: Arc<dyn SessionPersistence>) -> Self {
+        let mut restored = 0u64;
+        for p in persistence.restore() {
+            let ip = IpAddr::V4(p.ip);
+            let imsi = p.session.imsi.clone();
+            match self.sessions.bind_learned(ip, p.session) {
+                Ok(_) => {
+                    self.bound.insert(p.ip, Binding { nas: p.nas, imsi });
+                    restored += 1;
+                }
+                Err(_) => persistence.remove(p.ip),
+            }
+        }
+        self.stats.count_restored(restored);
+        if restored > 0 {
+            tracing::info!(
+                sessions = restored,
+                "RADIUS sessions restored from the store"
+            );
+        }
+        self.persistence = Some(persistence);
+        self
     }
 
     pub fn stats(&self) -> &Arc<RadiusStats> {
@@ -161,14 +223,30 @@ impl AccountingHandler {
         }
         let ip = IpAddr::V4(r.framed_ip);
         let session = r.session();
-        // An Interim-Update usually repeats what is bound: leave the entry
-        // (and the `Arc` readers hold) alone then.
-        if self.sessions.lookup(ip).is_none_or(|s| *s != session) {
+        // An Interim-Update usually repeats what is bound: the table leaves
+        // the entry (and the `Arc` readers hold) alone then.
+        let changed = match self.sessions.bind_learned(ip, session.clone()) {
+            Ok(changed) => changed,
+            Err(fixed) => {
+                self.stats.count(Event::StaticKept);
+                tracing::info!(
+                    %ip, radius_imsi = %r.imsi, static_imsi = %fixed.imsi, %nas,
+                    "RADIUS session for an address with a static session: the static one is kept"
+                );
+                return;
+            }
+        };
+        if changed {
             tracing::debug!(%ip, imsi = %r.imsi, %nas, "RADIUS session bound");
-            self.sessions.bind(ip, session);
         }
-        self.bound
-            .insert(r.framed_ip, Binding { nas, imsi: r.imsi });
+        let binding = Binding { nas, imsi: r.imsi };
+        let rebound = self.bound.get(&r.framed_ip) != Some(&binding);
+        if changed || rebound {
+            if let Some(p) = &self.persistence {
+                p.save(r.framed_ip, nas, &session);
+            }
+        }
+        self.bound.insert(r.framed_ip, binding);
     }
 
     /// Unbinds only if the address still belongs to this IMSI: a Stop that
@@ -176,18 +254,26 @@ impl AccountingHandler {
     /// session; the check and the removal are one atomic step.
     fn stop(&mut self, r: &SessionRecord) {
         let ip = IpAddr::V4(r.framed_ip);
-        if self.sessions.unbind_if(ip, |s| s.imsi == r.imsi).is_some() {
+        // A static session is not RADIUS's to end.
+        let ended = !self.sessions.is_static(ip)
+            && self.sessions.unbind_if(ip, |s| s.imsi == r.imsi).is_some();
+        if ended {
             tracing::debug!(%ip, imsi = %r.imsi, "RADIUS session ended");
         } else {
             self.stats.count(Event::StaleStop);
             tracing::debug!(%ip, imsi = %r.imsi, "RADIUS Stop for an address this SIM no longer holds");
         }
-        if self
+        let ours = self
             .bound
             .get(&r.framed_ip)
-            .is_some_and(|b| b.imsi == r.imsi)
-        {
+            .is_some_and(|b| b.imsi == r.imsi);
+        if ours {
             self.bound.remove(&r.framed_ip);
+        }
+        if ended || ours {
+            if let Some(p) = &self.persistence {
+                p.remove(r.framed_ip);
+            }
         }
     }
 
@@ -198,13 +284,19 @@ impl AccountingHandler {
     fn clear_nas(&mut self, nas: IpAddr) {
         let mut cleared = 0u64;
         let sessions = &self.sessions;
-        self.bound.retain(|&ip, binding| {
+        let persistence = self.persistence.as_deref();
+        self.bound.retain(|&ip4, binding| {
             if binding.nas != nas {
                 return true;
             }
-            let ip = IpAddr::V4(ip);
-            if sessions.unbind_if(ip, |s| s.imsi == binding.imsi).is_some() {
+            let ip = IpAddr::V4(ip4);
+            if !sessions.is_static(ip)
+                && sessions.unbind_if(ip, |s| s.imsi == binding.imsi).is_some()
+            {
                 cleared += 1;
+            }
+            if let Some(p) = persistence {
+                p.remove(ip4);
             }
             false
         });
@@ -487,7 +579,7 @@ mod tests {
         // 10.0.0.2 was rebound through the API since: not RADIUS's to end.
         f.sessions.bind(
             "10.0.0.2".parse().unwrap(),
-            crate::snapshot::Session::new(Imsi::parse("001010000000099").unwrap(), None, None),
+            Session::new(Imsi::parse("001010000000099").unwrap(), None, None),
         );
         let on = AccountingAttributes {
             status_type: Some(AcctStatusType::AccountingOn),

@@ -48,6 +48,6 @@ pub use codec::{
     AcctStatusType, DropReason, Error,
 };
 pub use dedup::DuplicateCache;
-pub use handler::AccountingHandler;
-pub use server::{spawn, RadiusConfig};
+pub use handler::{AccountingHandler, PersistedSession, SessionPersistence};
+pub use server::{spawn, spawn_with, RadiusConfig};
 pub use stats::{RadiusStats, RadiusStatsSnapshot};

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::clients::{ClientSecrets, RadiusClient};
 use super::codec::MAX_PACKET_LEN;
 use super::dedup::{DuplicateCache, DEFAULT_CAPACITY, DEFAULT_WINDOW};
-use super::handler::AccountingHandler;
+use super::handler::{AccountingHandler, SessionPersistence};
 use super::stats::{Event, RadiusStats};
 use crate::model::Secret;
 use crate::snapshot::SessionTable;
@@ -72,6 +72,18 @@ pub fn spawn(
     stats: Arc<RadiusStats>,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    spawn_with(config, sessions, stats, None, shutdown)
+}
+
+/// [`spawn`], keeping the sessions RADIUS binds in `persistence` (and
+/// binding again, before the first datagram, those it kept).
+pub fn spawn_with(
+    config: RadiusConfig,
+    sessions: Arc<SessionTable>,
+    stats: Arc<RadiusStats>,
+    persistence: Option<Arc<dyn SessionPersistence>>,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     let clients = ClientSecrets::new(&config.clients, config.default_secret.clone())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     if config.clients.is_empty() && config.default_secret.is_none() {
@@ -96,7 +108,10 @@ pub fn spawn(
         Duration::from_millis(config.duplicate_window_ms),
         config.duplicate_capacity,
     );
-    let handler = AccountingHandler::new(clients, sessions, stats, duplicates);
+    let mut handler = AccountingHandler::new(clients, sessions, stats, duplicates);
+    if let Some(p) = persistence {
+        handler = handler.with_persistence(p);
+    }
     tracing::info!(%local, clients = config.clients.len(), "RADIUS accounting listening");
     Ok((local, tokio::spawn(run(socket, handler, shutdown))))
 }

@@ -23,6 +23,9 @@ pub struct RadiusStats {
     duplicates: AtomicU64,
     msisdn_ignored: AtomicU64,
     io_errors: AtomicU64,
+    static_kept: AtomicU64,
+    restored: AtomicU64,
+    persist_errors: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -52,6 +55,14 @@ pub struct RadiusStatsSnapshot {
     pub msisdn_ignored: u64,
     /// Socket receive or send errors.
     pub io_errors: u64,
+    /// Start/Interim-Update for an address that has a static session (API or
+    /// configuration file): acknowledged, the static session kept.
+    pub static_kept: u64,
+    /// Sessions reloaded from the store at start.
+    pub restored: u64,
+    /// Batches of session changes the store could not write (the sessions
+    /// stay bound in memory; the gateway's next Interim-Update retries).
+    pub persist_errors: u64,
     /// Datagrams dropped without a reply, by reason, in [`DropReason::ALL`] order.
     pub dropped: [(DropReason, u64); DropReason::ALL.len()],
 }
@@ -72,6 +83,9 @@ impl Default for RadiusStatsSnapshot {
             duplicates: 0,
             msisdn_ignored: 0,
             io_errors: 0,
+            static_kept: 0,
+            restored: 0,
+            persist_errors: 0,
             dropped: DropReason::ALL.map(|r| (r, 0)),
         }
     }
@@ -98,6 +112,9 @@ impl RadiusStats {
             duplicates: get(&self.duplicates),
             msisdn_ignored: get(&self.msisdn_ignored),
             io_errors: get(&self.io_errors),
+            static_kept: get(&self.static_kept),
+            restored: get(&self.restored),
+            persist_errors: get(&self.persist_errors),
             dropped: DropReason::ALL.map(|r| (r, get(&self.dropped[r.index()]))),
         }
     }
@@ -126,7 +143,19 @@ impl RadiusStats {
             Event::Duplicate => &self.duplicates,
             Event::MsisdnIgnored => &self.msisdn_ignored,
             Event::IoError => &self.io_errors,
+            Event::StaticKept => &self.static_kept,
+            Event::PersistError => &self.persist_errors,
         });
+    }
+
+    pub(crate) fn count_restored(&self, n: u64) {
+        self.restored.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// For a [`SessionPersistence`](super::SessionPersistence) that failed
+    /// to write.
+    pub fn count_persist_error(&self) {
+        self.count(Event::PersistError);
     }
 
     pub(crate) fn count_sessions_cleared(&self, n: u64) {
@@ -153,6 +182,8 @@ pub(crate) enum Event {
     Duplicate,
     MsisdnIgnored,
     IoError,
+    StaticKept,
+    PersistError,
 }
 
 impl RadiusStatsSnapshot {

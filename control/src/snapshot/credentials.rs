@@ -112,8 +112,12 @@ mod tests {
             ),
         ] {
             let id = CredentialId::parse(id).unwrap();
-            s.credentials
-                .insert(id.clone(), Arc::new(Credential { id, kind }));
+            let credential = Credential {
+                id: id.clone(),
+                description: None,
+                kind,
+            };
+            s.credentials.insert(id, Arc::new(credential));
         }
         s
     }

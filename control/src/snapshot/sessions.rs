@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 
 use crate::model::{Imei, Imsi, Msisdn};
 
@@ -31,6 +31,9 @@ impl Session {
 #[derive(Debug, Default)]
 pub struct SessionTable {
     by_ip: DashMap<IpAddr, Arc<Session>, foldhash::fast::RandomState>,
+    /// Addresses whose session is static (API or configuration file): RADIUS
+    /// does not replace those ([`Self::bind_learned`]).
+    statics: DashSet<IpAddr, foldhash::fast::RandomState>,
 }
 
 impl SessionTable {
@@ -51,6 +54,44 @@ impl SessionTable {
 
     pub fn unbind(&self, ip: IpAddr) -> Option<Arc<Session>> {
         self.by_ip.remove(&canonical_ip(ip)).map(|(_, s)| s)
+    }
+
+    /// Binds a static session (API or configuration file): one that
+    /// [`Self::bind_learned`] leaves alone.
+    pub fn bind_static(&self, ip: IpAddr, session: Session) -> Option<Arc<Session>> {
+        let ip = canonical_ip(ip);
+        self.statics.insert(ip);
+        self.by_ip.insert(ip, Arc::new(session))
+    }
+
+    /// Removes a static session.
+    pub fn unbind_static(&self, ip: IpAddr) -> Option<Arc<Session>> {
+        let ip = canonical_ip(ip);
+        self.statics.remove(&ip);
+        self.by_ip.remove(&ip).map(|(_, s)| s)
+    }
+
+    /// Whether `ip` holds a static session.
+    pub fn is_static(&self, ip: IpAddr) -> bool {
+        self.statics.contains(&canonical_ip(ip))
+    }
+
+    /// Binds a session learned from RADIUS, unless `ip` holds a static one:
+    /// `Err(static session)` then, and nothing changes. `Ok(true)` when the
+    /// binding changed, `Ok(false)` when it was already this session (the
+    /// usual Interim-Update: the entry, and the `Arc` readers hold, stay).
+    pub fn bind_learned(&self, ip: IpAddr, session: Session) -> Result<bool, Arc<Session>> {
+        let ip = canonical_ip(ip);
+        if self.statics.contains(&ip) {
+            if let Some(s) = self.lookup(ip) {
+                return Err(s);
+            }
+        }
+        if self.lookup(ip).is_some_and(|s| *s == session) {
+            return Ok(false);
+        }
+        self.by_ip.insert(ip, Arc::new(session));
+        Ok(true)
     }
 
     /// Unbinds `ip` only if its current session satisfies `pred`, atomically
@@ -108,5 +149,22 @@ mod tests {
         assert_eq!(s.imsi, imsi);
         assert!(t.unbind("127.0.1.5".parse().unwrap()).is_some());
         assert!(t.lookup("127.0.1.5".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn learned_sessions_do_not_replace_static_ones() {
+        let t = SessionTable::new();
+        let ip: IpAddr = "10.1.0.1".parse().unwrap();
+        let fixed = Session::new(Imsi::parse("001010000000001").unwrap(), None, None);
+        let radius = Session::new(Imsi::parse("001010000000002").unwrap(), None, None);
+        t.bind_static(ip, fixed.clone());
+        assert!(t.is_static(ip));
+        assert_eq!(*t.bind_learned(ip, radius.clone()).unwrap_err(), fixed);
+        assert_eq!(*t.lookup(ip).unwrap(), fixed);
+        t.unbind_static(ip);
+        assert!(!t.is_static(ip));
+        assert_eq!(t.bind_learned(ip, radius.clone()), Ok(true));
+        assert_eq!(t.bind_learned(ip, radius.clone()), Ok(false));
+        assert_eq!(*t.lookup(ip).unwrap(), radius);
     }
 }

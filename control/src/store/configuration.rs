@@ -260,34 +260,38 @@ pub fn beam_entry(key: &str, value: Value) -> Result<(BeamEntryPoint, BeamEntry)
 }
 
 fn funnel_to_map(f: &FunnelConfig) -> BTreeMap<String, Value> {
+    let d = &f.destination;
     let mut destination = Map::new();
-    destination.insert("provider".into(), json!(f.destination.provider));
-    destination.insert("service".into(), json!(f.destination.service.as_str()));
-    destination.insert("resourceUrl".into(), json!(f.destination.resource_url));
-    if let Some(e) = &f.destination.endpoint {
+    destination.insert("provider".into(), json!(d.provider));
+    destination.insert("service".into(), json!(d.service.as_str()));
+    destination.insert("resourceUrl".into(), json!(d.resource_url));
+    destination.insert("payloadsOnly".into(), json!(d.payloads_only));
+    if d.service == SinkService::Kinesis || d.randomize_partition_key {
+        destination.insert(
+            "randomizePartitionKey".into(),
+            json!(d.randomize_partition_key),
+        );
+    }
+    if d.service == SinkService::AwsIot || d.send_payloads_as_binary {
+        destination.insert(
+            "sendPayloadsAsBinary".into(),
+            json!(d.send_payloads_as_binary),
+        );
+    }
+    if let Some(e) = &d.endpoint {
         destination.insert("endpoint".into(), json!(e));
     }
     BTreeMap::from([
         ("enabled".to_owned(), json!(f.enabled)),
         ("destination".to_owned(), Value::Object(destination)),
         ("credentialsId".to_owned(), json!(f.credentials_id.as_str())),
-        ("payloadsOnly".to_owned(), json!(f.payloads_only)),
-        (
-            "contentType".to_owned(),
-            json!(content_type_str(f.content_type)),
-        ),
+        ("contentType".to_owned(), json!(f.content_type.as_str())),
+        ("addSimId".to_owned(), json!(f.add_sim_id)),
     ])
 }
 
-fn content_type_str(c: FunnelContentType) -> &'static str {
-    match c {
-        FunnelContentType::Auto => "auto",
-        FunnelContentType::Json => "json",
-        FunnelContentType::Binary => "binary",
-    }
-}
-
-/// The SORACOM `destination` object, plus simgate's `endpoint`.
+/// SORACOM's `destination` object (`FunnelAWSKinesisDestination` and its
+/// siblings), plus simgate's `endpoint`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct DestinationIn {
@@ -298,15 +302,22 @@ struct DestinationIn {
     #[serde(default)]
     resource_url: Option<String>,
     #[serde(default)]
+    payloads_only: Option<bool>,
+    #[serde(default)]
+    randomize_partition_key: Option<bool>,
+    #[serde(default)]
+    send_payloads_as_binary: Option<bool>,
+    #[serde(default)]
     endpoint: Option<String>,
 }
 
+/// The keys of SORACOM's `FunnelConfiguration`.
 const FUNNEL_KEYS: &[&str] = &[
     "enabled",
     "destination",
     "credentialsId",
-    "payloadsOnly",
     "contentType",
+    "addSimId",
 ];
 
 fn funnel_from_map(
@@ -314,10 +325,17 @@ fn funnel_from_map(
     credential_exists: &dyn Fn(&CredentialId) -> bool,
 ) -> Result<FunnelConfig, StoreError> {
     let ns = Namespace::Funnel;
+    let invalid = |m: String| StoreError::Invalid(format!("SoracomFunnel: {m}"));
     if let Some(k) = map.keys().find(|k| !FUNNEL_KEYS.contains(&k.as_str())) {
+        if k == "payloadsOnly" {
+            return Err(invalid(
+                "payloadsOnly belongs inside destination (destination.payloadsOnly), \
+                 as in SORACOM's FunnelConfiguration"
+                    .into(),
+            ));
+        }
         return Err(unknown_key(ns, k, FUNNEL_KEYS));
     }
-    let invalid = |m: String| StoreError::Invalid(format!("SoracomFunnel: {m}"));
     let (Some(dest), Some(cred)) = (map.get("destination"), map.get("credentialsId")) else {
         return Err(invalid(
             "needs both destination and credentialsId (send them in one request)".into(),
@@ -325,7 +343,8 @@ fn funnel_from_map(
     };
     let dest: DestinationIn = serde_json::from_value(dest.clone()).map_err(|e| {
         invalid(format!(
-            "destination must be {{\"provider\",\"service\",\"resourceUrl\",\"endpoint\"?}}: {e}"
+            "destination must be {{\"provider\",\"service\",\"resourceUrl\",\"payloadsOnly\"?,\
+             \"randomizePartitionKey\"? (kinesis),\"sendPayloadsAsBinary\"? (aws-iot),\"endpoint\"?}}: {e}"
         ))
     })?;
     let (Some(service), Some(resource_url)) = (dest.service, dest.resource_url) else {
@@ -335,6 +354,18 @@ fn funnel_from_map(
     if let Some(e) = &dest.endpoint {
         check_url("destination.endpoint", e).map_err(invalid)?;
     }
+    let destination = Destination {
+        provider: dest
+            .provider
+            .unwrap_or_else(|| service.provider().to_owned()),
+        service,
+        resource_url,
+        endpoint: dest.endpoint,
+        payloads_only: dest.payloads_only.unwrap_or(false),
+        randomize_partition_key: dest.randomize_partition_key.unwrap_or(false),
+        send_payloads_as_binary: dest.send_payloads_as_binary.unwrap_or(false),
+    };
+    destination.check_flags().map_err(invalid)?;
     let cred = cred
         .as_str()
         .ok_or_else(|| invalid("credentialsId must be a string".into()))?;
@@ -346,28 +377,25 @@ fn funnel_from_map(
     }
     let content_type = match map.get("contentType") {
         None | Some(Value::Null) => FunnelContentType::default(),
-        Some(v) => match v.as_str() {
-            Some("auto") => FunnelContentType::Auto,
-            Some("json") | Some("application/json") => FunnelContentType::Json,
-            Some("binary") | Some("application/octet-stream") => FunnelContentType::Binary,
-            _ => return Err(invalid("contentType must be auto, json or binary".into())),
-        },
+        Some(v) => v
+            .as_str()
+            .and_then(FunnelContentType::parse)
+            .ok_or_else(|| {
+                let known: Vec<_> = FunnelContentType::ALL.iter().map(|c| c.as_str()).collect();
+                invalid(format!("contentType must be one of {}", known.join(", ")))
+            })?,
+    };
+    let flag = |key: &str| {
+        map.get(key)
+            .filter(|v| !v.is_null())
+            .map_or(Ok(false), |v| as_bool(ns, key, v))
     };
     Ok(FunnelConfig {
-        enabled: map
-            .get("enabled")
-            .map_or(Ok(true), |v| as_bool(ns, "enabled", v))?,
-        destination: Destination {
-            provider: dest.provider.unwrap_or_else(|| "aws".to_owned()),
-            service,
-            resource_url,
-            endpoint: dest.endpoint,
-        },
+        enabled: flag("enabled")?,
+        destination,
         credentials_id,
-        payloads_only: map
-            .get("payloadsOnly")
-            .map_or(Ok(false), |v| as_bool(ns, "payloadsOnly", v))?,
         content_type,
+        add_sim_id: flag("addSimId")?,
     })
 }
 
@@ -432,9 +460,9 @@ mod tests {
         kv(json!({
             "destination": {"provider": "aws", "service": "kinesis",
                 "resourceUrl": "https://kinesis.ap-northeast-1.amazonaws.com/devices",
+                "payloadsOnly": true,
                 "endpoint": "http://127.0.0.1:4567"},
             "credentialsId": "kin",
-            "payloadsOnly": true,
         }))
     }
 
@@ -483,7 +511,9 @@ mod tests {
         assert!(e.to_string().contains("do not exist"), "{e}");
         put(&mut g, Namespace::Funnel, funnel_entries(), &|_| true).unwrap();
         let f = g.funnel.clone().unwrap();
-        assert!(f.enabled && f.payloads_only);
+        // SORACOM's defaults: off, unspecified, no simId.
+        assert!(!f.enabled && f.destination.payloads_only && !f.add_sim_id);
+        assert_eq!(f.content_type, FunnelContentType::Unspecified);
         assert_eq!(f.destination.service, SinkService::Kinesis);
         assert_eq!(
             f.destination.endpoint.as_deref(),
@@ -491,6 +521,13 @@ mod tests {
         );
         // Rendering and putting back what was rendered changes nothing.
         let rendered = render(&g)["SoracomFunnel"].clone();
+        assert_eq!(rendered["destination"]["payloadsOnly"], json!(true));
+        assert_eq!(
+            rendered["destination"]["randomizePartitionKey"],
+            json!(false)
+        );
+        assert_eq!(rendered["contentType"], json!("unspecified"));
+        assert_eq!(rendered["addSimId"], json!(false));
         let mut h = group();
         put(
             &mut h,
@@ -504,15 +541,17 @@ mod tests {
         put(
             &mut g,
             Namespace::Funnel,
-            kv(json!({"enabled": false})),
+            kv(json!({"enabled": true, "addSimId": true})),
             &|_| true,
         )
         .unwrap();
-        assert!(!g.funnel.as_ref().unwrap().enabled);
-        assert!(g.funnel.as_ref().unwrap().payloads_only);
+        let f = g.funnel.as_ref().unwrap();
+        assert!(f.enabled && f.add_sim_id && f.destination.payloads_only);
         // Removing an optional key restores its default; a required one removes Funnel.
-        delete(&mut g, Namespace::Funnel, "payloadsOnly").unwrap();
-        assert!(!g.funnel.as_ref().unwrap().payloads_only);
+        delete(&mut g, Namespace::Funnel, "addSimId").unwrap();
+        assert!(!g.funnel.as_ref().unwrap().add_sim_id);
+        delete(&mut g, Namespace::Funnel, "enabled").unwrap();
+        assert!(!g.funnel.as_ref().unwrap().enabled);
         delete(&mut g, Namespace::Funnel, "destination").unwrap();
         assert!(g.funnel.is_none());
         assert!(matches!(
@@ -521,22 +560,104 @@ mod tests {
         ));
     }
 
+    /// A configuration as SORACOM documents it (`FunnelConfiguration` with a
+    /// `FunnelAWSKinesisDestination`), key for key.
     #[test]
-    fn funnel_refuses_incomplete_or_bad_destinations() {
+    fn funnel_accepts_soracoms_own_shape() {
         let mut g = group();
-        for bad in [
-            json!({"enabled": true}),
-            json!({"destination": {"service": "kinesis"}, "credentialsId": "kin"}),
-            json!({"destination": {"service": "kinesis", "resourceUrl": "ftp://x"}, "credentialsId": "kin"}),
-            json!({"destination": {"service": "nope", "resourceUrl": "https://x"}, "credentialsId": "kin"}),
-            json!({"destination": {"service": "kinesis", "resourceUrl": "https://x", "extra": 1}, "credentialsId": "kin"}),
-            json!({"destination": {"service": "kinesis", "resourceUrl": "https://x"}, "credentialsId": "kin", "bogus": 1}),
-            json!({"destination": {"service": "kinesis", "resourceUrl": "https://x"}, "credentialsId": 5}),
-            json!({"destination": {"service": "kinesis", "resourceUrl": "https://x"}, "credentialsId": "kin", "contentType": "xml"}),
+        let entries = vec![
+            ("enabled".to_owned(), json!(true)),
+            (
+                "destination".to_owned(),
+                json!({"provider": "aws", "service": "kinesis",
+                    "resourceUrl": "https://kinesis.ap-northeast-1.amazonaws.com/soracom-funnel",
+                    "payloadsOnly": false, "randomizePartitionKey": true}),
+            ),
+            ("credentialsId".to_owned(), json!("my-aws-credentials")),
+            ("contentType".to_owned(), json!("unspecified")),
+            ("addSimId".to_owned(), json!(true)),
+        ];
+        put(&mut g, Namespace::Funnel, entries, &|_| true).unwrap();
+        let f = g.funnel.clone().unwrap();
+        assert!(f.enabled && f.add_sim_id);
+        assert!(f.destination.randomize_partition_key && !f.destination.payloads_only);
+        assert_eq!(f.credentials_id.as_str(), "my-aws-credentials");
+        assert_eq!(f.destination.endpoint, None);
+        // Every contentType of SORACOM's enum, and the earlier `auto`.
+        for (given, want) in [
+            ("json", FunnelContentType::Json),
+            ("text", FunnelContentType::Text),
+            ("unspecified", FunnelContentType::Unspecified),
+            ("binary", FunnelContentType::Binary),
+            (
+                "application/x-soracom-bf-v1",
+                FunnelContentType::BinaryParser,
+            ),
+            ("auto", FunnelContentType::Unspecified),
         ] {
-            let r = put(&mut g, Namespace::Funnel, kv(bad.clone()), &|_| true);
-            assert!(matches!(r, Err(StoreError::Invalid(_))), "{bad}: {r:?}");
-            assert!(g.funnel.is_none(), "{bad}");
+            put(
+                &mut g,
+                Namespace::Funnel,
+                kv(json!({"contentType": given})),
+                &|_| true,
+            )
+            .unwrap();
+            let got = g.funnel.as_ref().unwrap().content_type;
+            assert_eq!(got, want, "{given}");
+            if given != "auto" {
+                assert_eq!(render(&g)["SoracomFunnel"]["contentType"], json!(given));
+            }
+        }
+        // Other services: Firehose and Pub/Sub with payloadsOnly, provider
+        // defaulting by service.
+        let mut h = group();
+        put(
+            &mut h,
+            Namespace::Funnel,
+            kv(json!({"destination": {"service": "pubsub", "resourceUrl": "https://pubsub.googleapis.com/t",
+                "payloadsOnly": true}, "credentialsId": "gcp"})),
+            &|_| true,
+        )
+        .unwrap();
+        let d = &h.funnel.as_ref().unwrap().destination;
+        assert_eq!(d.provider, "google");
+        assert!(d.payloads_only);
+    }
+
+    #[test]
+    fn funnel_unknown_keys_are_refused_by_name() {
+        let base = json!({"destination": {"service": "kinesis", "resourceUrl": "https://x"},
+            "credentialsId": "kin"});
+        for (extra, named) in [
+            (json!({"bogusKey": 1}), "bogusKey"),
+            (json!({"payloadsOnly": true}), "destination.payloadsOnly"),
+            (
+                json!({"destination": {"service": "kinesis", "resourceUrl": "https://x", "partitionKey": "k"}}),
+                "partitionKey",
+            ),
+            (
+                json!({"destination": {"service": "firehose", "resourceUrl": "https://x", "randomizePartitionKey": true}}),
+                "randomizePartitionKey",
+            ),
+            (
+                json!({"destination": {"service": "kinesis", "resourceUrl": "https://x", "sendPayloadsAsBinary": true}}),
+                "sendPayloadsAsBinary",
+            ),
+            (json!({"contentType": "xml"}), "unspecified"),
+        ] {
+            let mut entries = base.as_object().unwrap().clone();
+            entries.extend(extra.as_object().unwrap().clone());
+            let mut g = group();
+            let e = put(
+                &mut g,
+                Namespace::Funnel,
+                kv(Value::Object(entries)),
+                &|_| true,
+            )
+            .unwrap_err();
+            assert!(matches!(e, StoreError::Invalid(_)), "{e:?}");
+            assert!(e.to_string().contains(named), "{named}: {e}");
+            assert!(g.funnel.is_none());
         }
     }
 

@@ -13,24 +13,30 @@
 //! | `credentials` | credentials id | type (`aws-credentials`, `psk`, `x509`) and its fields, **secrets included** (the gateway's own store) |
 //! | `sessions`    | IP address     | static session: imsi, imei, msisdn, createdAt           |
 //! | `tokens`      | token name     | `{"sha256": hex, "createdAt"}` — never the token        |
+//! | `radius_sessions` | IPv4 address | session learned from RADIUS: imsi, imei?, msisdn?, nas (the gateway); written behind ([`RadiusSessionWriter`]) |
+//! | `auth_keys`   | `authKeyId`    | `{"operatorId","salt","sha256","createdAt","lastUsedAt"?}` — never the secret ([`auth_key`]) |
 //!
 //! Every mutation is one durable write transaction. The rules about what may
 //! change live in `state.rs` (pure); this module only reads and writes.
 
+pub mod auth_key;
 pub mod configuration;
+mod radius_sessions;
 mod records;
 pub mod schema;
 pub(crate) mod state;
 pub mod token;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadTransaction, ReadableTable as _, TableDefinition};
 
 use crate::model::{GroupId, IdError, Imsi, Operator};
+pub use radius_sessions::{RadiusSessionWriter, BATCH_WINDOW as RADIUS_SESSIONS_BATCH_WINDOW};
 use schema::{
-    CREDENTIALS, GROUPS, KEY_SEEDED_AT, META, OPERATORS, SCHEMA_VERSION, SESSIONS, SUBSCRIBERS,
-    TOKENS,
+    AUTH_KEYS, CREDENTIALS, GROUPS, KEY_SEEDED_AT, META, OPERATORS, SCHEMA_VERSION, SESSIONS,
+    SUBSCRIBERS, TOKENS,
 };
 use state::{Change, State};
 pub use state::{Stamped, StaticSession};
@@ -115,7 +121,7 @@ from_redb!(
 /// The open redb file.
 #[derive(Debug)]
 pub(crate) struct Store {
-    db: Database,
+    db: Arc<Database>,
 }
 
 /// What [`Store::load`] found.
@@ -130,6 +136,8 @@ impl Store {
     /// Opens (creating if need be) the file and brings its schema up to
     /// [`SCHEMA_VERSION`]; refuses files from a newer simgate.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        // Credentials and token digests live here: owner only (0600).
+        crate::secret_file::ensure_private_file(path)?;
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         let found = schema::read_version(&txn)?;
@@ -143,7 +151,20 @@ impl Store {
         }
         schema::migrate(&txn, found, SCHEMA_VERSION)?;
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// The write-behind keeper of RADIUS sessions (`radius_sessions`).
+    pub(crate) fn radius_sessions(
+        &self,
+        stats: Arc<crate::radius::RadiusStats>,
+    ) -> Result<RadiusSessionWriter, StoreError> {
+        Ok(RadiusSessionWriter::new(Arc::clone(&self.db), stats)?)
+    }
+
+    /// Removes a persisted RADIUS session at once.
+    pub(crate) fn remove_radius_session(&self, ip: std::net::Ipv4Addr) -> Result<(), StoreError> {
+        radius_sessions::remove_now(&self.db, ip)
     }
 
     /// Reads every entity.
@@ -182,6 +203,11 @@ impl Store {
             state.tokens.insert(t.name.clone(), t);
             Ok(())
         })?;
+        each(&txn, AUTH_KEYS, |key, bytes| {
+            let k = auth_key::decode("auth_keys", key, bytes)?;
+            state.auth_keys.insert(k.id.clone(), k);
+            Ok(())
+        })?;
         let seeded = txn.open_table(META)?.get(KEY_SEEDED_AT)?.is_some();
         Ok(Loaded { state, seeded })
     }
@@ -201,6 +227,7 @@ impl Store {
             let mut credentials = txn.open_table(CREDENTIALS)?;
             let mut sessions = txn.open_table(SESSIONS)?;
             let mut tokens = txn.open_table(TOKENS)?;
+            let mut auth_keys = txn.open_table(AUTH_KEYS)?;
             for change in changes {
                 match change {
                     Change::Operator(id, Some(op)) => {
@@ -243,6 +270,12 @@ impl Store {
                     }
                     Change::Token(name, None) => {
                         tokens.remove(name.as_str())?;
+                    }
+                    Change::AuthKey(id, Some(k)) => {
+                        auth_keys.insert(id.as_str(), auth_key::encode(k)?.as_slice())?;
+                    }
+                    Change::AuthKey(id, None) => {
+                        auth_keys.remove(id.as_str())?;
                     }
                 }
             }

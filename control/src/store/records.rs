@@ -83,12 +83,16 @@ enum CredentialRecord {
         secret_access_key: String,
         #[serde(default)]
         session_token: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
         created_at: u64,
         last_modified_at: u64,
     },
     #[serde(rename = "psk", rename_all = "camelCase")]
     Psk {
         key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
         created_at: u64,
         last_modified_at: u64,
     },
@@ -98,6 +102,8 @@ enum CredentialRecord {
         ca: Option<String>,
         cert: String,
         key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
         created_at: u64,
         last_modified_at: u64,
     },
@@ -105,16 +111,19 @@ enum CredentialRecord {
 
 pub(crate) fn encode_credential(c: &Stamped<Credential>) -> Result<Vec<u8>, StoreError> {
     let (created_at, last_modified_at) = (c.created_at, c.last_modified_at);
+    let description = c.value.description.clone();
     let record = match &c.value.kind {
         CredentialKind::Aws(aws) => CredentialRecord::Aws {
             access_key_id: aws.access_key_id.clone(),
             secret_access_key: aws.secret_access_key.expose().to_owned(),
             session_token: aws.session_token.as_ref().map(|s| s.expose().to_owned()),
+            description,
             created_at,
             last_modified_at,
         },
         CredentialKind::Psk(p) => CredentialRecord::Psk {
             key: p.key.expose().to_owned(),
+            description,
             created_at,
             last_modified_at,
         },
@@ -122,6 +131,7 @@ pub(crate) fn encode_credential(c: &Stamped<Credential>) -> Result<Vec<u8>, Stor
             ca: x.ca.clone(),
             cert: x.cert.clone(),
             key: x.key.expose().to_owned(),
+            description,
             created_at,
             last_modified_at,
         },
@@ -140,11 +150,12 @@ pub(crate) fn decode_credential(
         key: key.to_owned(),
         reason: e.to_string(),
     })?;
-    let (kind, created_at, last_modified_at) = match r {
+    let (kind, description, created_at, last_modified_at) = match r {
         CredentialRecord::Aws {
             access_key_id,
             secret_access_key,
             session_token,
+            description,
             created_at,
             last_modified_at,
         } => (
@@ -153,17 +164,20 @@ pub(crate) fn decode_credential(
                 secret_access_key: Secret::new(secret_access_key),
                 session_token: session_token.map(Secret::new),
             }),
+            description,
             created_at,
             last_modified_at,
         ),
         CredentialRecord::Psk {
             key,
+            description,
             created_at,
             last_modified_at,
         } => (
             CredentialKind::Psk(PskCredentials {
                 key: Secret::new(key),
             }),
+            description,
             created_at,
             last_modified_at,
         ),
@@ -171,6 +185,7 @@ pub(crate) fn decode_credential(
             ca,
             cert,
             key,
+            description,
             created_at,
             last_modified_at,
         } => (
@@ -179,12 +194,17 @@ pub(crate) fn decode_credential(
                 cert,
                 key: Secret::new(key),
             }),
+            description,
             created_at,
             last_modified_at,
         ),
     };
     Ok(Stamped {
-        value: Arc::new(Credential { id, kind }),
+        value: Arc::new(Credential {
+            id,
+            description,
+            kind,
+        }),
         created_at,
         last_modified_at,
     })
@@ -276,6 +296,7 @@ mod tests {
         let c = Stamped {
             value: Arc::new(Credential {
                 id: CredentialId::parse("kin").unwrap(),
+                description: None,
                 kind: CredentialKind::Aws(AwsCredentials {
                     access_key_id: "AKID".into(),
                     secret_access_key: Secret::new("s3cr3t"),
@@ -310,6 +331,7 @@ mod tests {
             let c = Stamped {
                 value: Arc::new(Credential {
                     id: CredentialId::parse("k").unwrap(),
+                    description: Some("d".into()),
                     kind,
                 }),
                 created_at: 3,

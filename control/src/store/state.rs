@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::auth_key::{AuthKeyRecord, MAX_AUTH_KEYS};
 use super::configuration::{self, Namespace};
 use super::token::TokenDigest;
 use super::StoreError;
@@ -79,6 +80,8 @@ pub(crate) struct State {
     pub(crate) credentials: BTreeMap<CredentialId, Stamped<Credential>>,
     pub(crate) sessions: BTreeMap<IpAddr, StaticSession>,
     pub(crate) tokens: BTreeMap<String, TokenRecord>,
+    /// SORACOM auth keys by `authKeyId` (hashed secrets).
+    pub(crate) auth_keys: BTreeMap<String, AuthKeyRecord>,
 }
 
 impl State {
@@ -128,12 +131,16 @@ pub(crate) enum Change {
     Credential(CredentialId, Option<Stamped<Credential>>),
     Session(IpAddr, Option<StaticSession>),
     Token(String, Option<TokenRecord>),
+    AuthKey(String, Option<AuthKeyRecord>),
 }
 
 impl Change {
     /// Whether the data plane's [`Snapshot`] shows this entity.
     pub(crate) fn in_snapshot(&self) -> bool {
-        !matches!(self, Self::Session(..) | Self::Token(..))
+        !matches!(
+            self,
+            Self::Session(..) | Self::Token(..) | Self::AuthKey(..)
+        )
     }
 }
 
@@ -170,6 +177,10 @@ impl State {
             Change::Token(k, v) => {
                 let old = put(&mut self.tokens, &k, v);
                 Change::Token(k, old)
+            }
+            Change::AuthKey(k, v) => {
+                let old = put(&mut self.auth_keys, &k, v);
+                Change::AuthKey(k, old)
             }
         }
     }
@@ -638,6 +649,55 @@ impl<'a> Edit<'a> {
         Ok(())
     }
 
+    // ---- auth keys ----
+
+    /// Adds an auth key (its id is new, made by the caller), created now.
+    pub(crate) fn put_auth_key(&mut self, mut key: AuthKeyRecord) -> Result<(), StoreError> {
+        if self.next.auth_keys.contains_key(&key.id) {
+            return Err(StoreError::Conflict(format!(
+                "auth key {} already exists",
+                key.id
+            )));
+        }
+        let of_operator = self
+            .next
+            .auth_keys
+            .values()
+            .filter(|k| k.operator_id == key.operator_id)
+            .count();
+        if of_operator >= MAX_AUTH_KEYS {
+            return Err(StoreError::Conflict(format!(
+                "operator {} has {MAX_AUTH_KEYS} auth keys already; delete one first",
+                key.operator_id
+            )));
+        }
+        key.created_at = self.now;
+        key.last_used_at = None;
+        self.record(Change::AuthKey(key.id.clone(), Some(key)));
+        Ok(())
+    }
+
+    /// Records that the auth key `id` was used now.
+    pub(crate) fn touch_auth_key(&mut self, id: &str) -> Result<(), StoreError> {
+        let mut key = self
+            .next
+            .auth_keys
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found("auth key", id))?;
+        key.last_used_at = Some(self.now);
+        self.record(Change::AuthKey(id.to_owned(), Some(key)));
+        Ok(())
+    }
+
+    pub(crate) fn delete_auth_key(&mut self, id: &str) -> Result<(), StoreError> {
+        if !self.next.auth_keys.contains_key(id) {
+            return Err(not_found("auth key", id));
+        }
+        self.record(Change::AuthKey(id.to_owned(), None));
+        Ok(())
+    }
+
     // ---- the configuration file ----
 
     /// Upserts every entity the file declares; keeps the others (those the
@@ -795,6 +855,7 @@ mod tests {
         let (_, created) = e
             .put_credential(Credential {
                 id: id.clone(),
+                description: None,
                 kind: CredentialKind::Aws(AwsCredentials {
                     access_key_id: "AKID".into(),
                     secret_access_key: Secret::new("x"),
@@ -909,5 +970,48 @@ mod tests {
             st.groups.keys().collect::<Vec<_>>(),
             fresh.groups.keys().collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn auth_keys_are_added_used_and_deleted() {
+        let op = OperatorId::parse("OP0000000001").unwrap();
+        let key = AuthKeyRecord {
+            id: "keyId-a".into(),
+            operator_id: op,
+            salt: [1; 16],
+            digest: [2; 32],
+            created_at: 0,
+            last_used_at: Some(1),
+        };
+        let mut st = State::default();
+        let mut e = Edit::new(&mut st, 7);
+        e.put_auth_key(key.clone()).unwrap();
+        assert!(matches!(
+            e.put_auth_key(key.clone()),
+            Err(StoreError::Conflict(_))
+        ));
+        e.finish();
+        let k = &st.auth_keys["keyId-a"];
+        assert_eq!((k.created_at, k.last_used_at), (7, None));
+        let mut e = Edit::new(&mut st, 9);
+        e.touch_auth_key("keyId-a").unwrap();
+        assert!(matches!(
+            e.touch_auth_key("keyId-b"),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(e.changes().iter().all(|c| !c.in_snapshot()));
+        e.finish();
+        assert_eq!(st.auth_keys["keyId-a"].last_used_at, Some(9));
+        {
+            // Undone when not finished.
+            let mut e = Edit::new(&mut st, 10);
+            e.delete_auth_key("keyId-a").unwrap();
+        }
+        assert!(st.auth_keys.contains_key("keyId-a"));
+        let mut e = Edit::new(&mut st, 11);
+        e.delete_auth_key("keyId-a").unwrap();
+        assert!(e.delete_auth_key("keyId-a").is_err());
+        e.finish();
+        assert!(st.auth_keys.is_empty());
     }
 }

@@ -39,9 +39,13 @@ pub struct Credential {
     pub credentials_id: Option<String>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    pub description: Option<String>,
     pub credentials: Option<Public>,
-    pub created_at: Option<u64>,
-    pub last_modified_at: Option<u64>,
+    /// Unix ms (`createdAt` from simgate before 0.2).
+    #[serde(alias = "createdAt")]
+    pub create_date_time: Option<u64>,
+    #[serde(alias = "lastModifiedAt")]
+    pub update_date_time: Option<u64>,
 }
 
 /// The non-secret part.
@@ -65,7 +69,7 @@ pub fn credentials_table(creds: &[Credential]) -> String {
             opt(c.credentials_id.as_deref()),
             opt(c.kind.as_deref()),
             opt(c.access_key_id()),
-            when(c.last_modified_at),
+            when(c.update_date_time),
         ]);
     }
     t.render()
@@ -77,8 +81,9 @@ pub fn credential_fields(c: &Credential) -> String {
         ("Credentials", opt(c.credentials_id.as_deref())),
         ("Type", opt(c.kind.as_deref())),
         ("Access key id", opt(c.access_key_id())),
-        ("Created", when(c.created_at)),
-        ("Modified", when(c.last_modified_at)),
+        ("Description", opt(c.description.as_deref())),
+        ("Created", when(c.create_date_time)),
+        ("Modified", when(c.update_date_time)),
     ])
 }
 

@@ -49,20 +49,27 @@ pub enum GroupCommand {
     },
 }
 
-/// A group as the API shows it.
+/// A group as the API shows it (SORACOM's shape: the name is the tag
+/// `name`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Group {
     pub group_id: Option<String>,
     pub operator_id: Option<String>,
-    pub name: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
     pub configuration: Option<BTreeMap<String, BTreeMap<String, Value>>>,
-    pub created_at: Option<u64>,
-    pub last_modified_at: Option<u64>,
+    /// Unix ms (`createdAt` from simgate before 0.2).
+    #[serde(alias = "createdAt")]
+    pub created_time: Option<u64>,
+    #[serde(alias = "lastModifiedAt")]
+    pub last_modified_time: Option<u64>,
 }
 
 impl Group {
+    fn name(&self) -> Option<&str> {
+        self.tags.as_ref()?.get("name").map(String::as_str)
+    }
+
     fn tags(&self) -> String {
         self.tags
             .as_ref()
@@ -96,9 +103,9 @@ pub fn groups_table(groups: &[Group]) -> String {
     for g in groups {
         t.row(vec![
             opt(g.group_id.as_deref()),
-            opt(g.name.as_deref()),
+            opt(g.name()),
             g.services(),
-            when(g.created_at),
+            when(g.created_time),
         ]);
     }
     t.render()
@@ -108,11 +115,11 @@ pub fn groups_table(groups: &[Group]) -> String {
 pub fn group_fields(g: &Group) -> String {
     let mut out = table::fields(&[
         ("Group", opt(g.group_id.as_deref())),
-        ("Name", opt(g.name.as_deref())),
+        ("Name", opt(g.name())),
         ("Operator", opt(g.operator_id.as_deref())),
         ("Tags", g.tags()),
-        ("Created", when(g.created_at)),
-        ("Modified", when(g.last_modified_at)),
+        ("Created", when(g.created_time)),
+        ("Modified", when(g.last_modified_time)),
     ]);
     let lines: Vec<(String, String)> = g
         .configuration
@@ -156,11 +163,11 @@ pub async fn run(ctx: &Ctx, command: GroupCommand) -> Result<String, CliError> {
             if let Some(id) = id {
                 body.insert("groupId".into(), json!(id));
             }
+            let mut tags: BTreeMap<String, String> = tags.into_iter().collect();
             if let Some(name) = name {
-                body.insert("name".into(), json!(name));
+                tags.insert("name".into(), name);
             }
             if !tags.is_empty() {
-                let tags: BTreeMap<String, String> = tags.into_iter().collect();
                 body.insert("tags".into(), json!(tags));
             }
             let r = ctx
@@ -219,13 +226,13 @@ mod tests {
     #[test]
     fn groups_show_their_namespaces_and_keys() {
         let g: Group = serde_json::from_value(json!({
-            "groupId": "demo", "name": "Demo",
+            "groupId": "demo", "tags": {"name": "Demo"},
             "configuration": {
                 "SoracomHarvest": {"enabled": true},
                 "SoracomFunnel": {"enabled": false, "credentialsId": "k"},
                 "SoracomAir": {}
             },
-            "createdAt": 0
+            "createdTime": 0
         }))
         .unwrap();
         let list = groups_table(std::slice::from_ref(&g));

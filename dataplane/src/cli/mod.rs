@@ -1,4 +1,4 @@
-//! The `simgate sim|group|credential|session|token|dlq` commands: a thin
+//! The `simgate sim|group|credential|session|token|authkey|dlq` commands: a thin
 //! client of the control API of a running `simgate serve`.
 //!
 //! Each command is one or a few API calls; the answer is shown as an
@@ -11,6 +11,7 @@
 //! One file per resource; [`client`] speaks HTTP, [`table`] and [`time`]
 //! format.
 
+pub mod authkey;
 pub mod client;
 pub mod credential;
 pub mod dlq;
@@ -78,6 +79,8 @@ pub enum ClientCommand {
     Session(SessionArgs),
     /// API tokens.
     Token(TokenArgs),
+    /// SORACOM-style auth keys (for POST /v1/auth → X-Soracom-API-Key/Token).
+    Authkey(AuthKeyArgs),
     /// Funnel dead letters: list, summary, replay, purge.
     Dlq(DlqArgs),
 }
@@ -120,6 +123,14 @@ pub struct TokenArgs {
     pub opts: ClientOpts,
     #[command(subcommand)]
     pub command: token::TokenCommand,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuthKeyArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(subcommand)]
+    pub command: authkey::AuthKeyCommand,
 }
 
 #[derive(Debug, clap::Args)]
@@ -168,6 +179,7 @@ async fn execute(command: ClientCommand) -> Result<String, CliError> {
         ClientCommand::Credential(a) => &a.opts,
         ClientCommand::Session(a) => &a.opts,
         ClientCommand::Token(a) => &a.opts,
+        ClientCommand::Authkey(a) => &a.opts,
         ClientCommand::Dlq(a) => &a.opts,
     };
     let (token, source) = load_token(&opts.data_dir)?;
@@ -181,6 +193,7 @@ async fn execute(command: ClientCommand) -> Result<String, CliError> {
         ClientCommand::Credential(a) => credential::run(&ctx, a.command).await,
         ClientCommand::Session(a) => session::run(&ctx, a.command).await,
         ClientCommand::Token(a) => token::run(&ctx, a.command).await,
+        ClientCommand::Authkey(a) => authkey::run(&ctx, a.command).await,
         ClientCommand::Dlq(a) => dlq::run(&ctx, a.command).await,
     };
     result.map_err(|e| match e {

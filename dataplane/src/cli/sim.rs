@@ -128,8 +128,18 @@ pub struct Sim {
     pub status: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
     pub imei_lock: Option<ImeiLock>,
-    pub created_at: Option<u64>,
-    pub last_modified_at: Option<u64>,
+    pub session_status: Option<SessionStatus>,
+    /// Unix ms.
+    pub created_time: Option<u64>,
+    pub last_modified_time: Option<u64>,
+}
+
+/// SORACOM's `sessionStatus`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SessionStatus {
+    pub online: bool,
+    pub ue_ip_address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +149,17 @@ pub struct ImeiLock {
 }
 
 impl Sim {
+    fn session(&self) -> String {
+        match &self.session_status {
+            Some(SessionStatus {
+                online: true,
+                ue_ip_address,
+            }) => format!("online {}", opt(ue_ip_address.as_deref())),
+            Some(_) => "offline".to_owned(),
+            None => table::NONE.to_owned(),
+        }
+    }
+
     fn lock(&self) -> Option<&str> {
         self.imei_lock.as_ref().and_then(|l| l.imei.as_deref())
     }
@@ -199,8 +220,9 @@ pub fn sim_fields(s: &Sim) -> String {
         ("Operator", opt(s.operator_id.as_deref())),
         ("IMEI lock", opt(s.lock())),
         ("Tags", s.tags()),
-        ("Created", when(s.created_at)),
-        ("Modified", when(s.last_modified_at)),
+        ("Session", s.session()),
+        ("Created", when(s.created_time)),
+        ("Modified", when(s.last_modified_time)),
     ])
 }
 
@@ -255,7 +277,7 @@ pub async fn run(ctx: &Ctx, command: SimCommand) -> Result<String, CliError> {
                     &path(&["v1", "subscribers"]),
                     &[
                         ("group_id", group.as_deref()),
-                        ("status", status.as_deref()),
+                        ("status_filter", status.as_deref()),
                         ("tag_name", tag_name),
                         ("tag_value", tag_value),
                     ],
@@ -283,7 +305,6 @@ pub async fn run(ctx: &Ctx, command: SimCommand) -> Result<String, CliError> {
             status,
         } => {
             let mut body = Map::new();
-            body.insert("imsi".into(), json!(imsi));
             for (k, v) in [
                 ("imei", imei),
                 ("msisdn", msisdn),
@@ -302,7 +323,7 @@ pub async fn run(ctx: &Ctx, command: SimCommand) -> Result<String, CliError> {
             let r = ctx
                 .send(
                     Method::POST,
-                    &path(&["v1", "subscribers"]),
+                    &sim_path(&imsi, &["register"]),
                     Some(&Value::Object(body)),
                 )
                 .await?;

@@ -5,8 +5,14 @@
 //! Every request's sender is identified here, before its body is read;
 //! Funnel and Harvest then get the whole (limited) body, Beam the request
 //! itself, streamed ([`crate::services::beam::http`]).
+//!
+//! A refused sender gets `403` with `Connection: close` and the connection
+//! ends (it cannot keep it open to try again for free). Headers must arrive
+//! within `header_timeout`; a Funnel/Harvest body within `body_timeout`,
+//! else `408` (counted as `body_timeout`) and the connection is closed.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +62,8 @@ pub struct HttpLimits {
     pub max_body: usize,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// From the end of the headers to the end of a Funnel/Harvest body.
+    pub body_timeout: Duration,
 }
 
 /// What the `Host` header asks for.
@@ -140,7 +148,7 @@ async fn accept_loop(
         let svc_services = Arc::clone(&services);
         let svc = service_fn(move |req| {
             let services = Arc::clone(&svc_services);
-            async move { Ok::<_, Infallible>(handle(req, kind, peer, limits.max_body, &services).await) }
+            async move { Ok::<_, Infallible>(handle(req, kind, peer, limits, &services).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -158,13 +166,124 @@ async fn accept_loop(
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }
 
+/// Limits of the API listener ([`serve_api`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    /// From the end of the headers to the end of the body.
+    pub body_timeout: Duration,
+}
+
+/// Serves the API router (`config.listen.api`) on `listener` until
+/// `shutdown`: HTTP/1.1 through hyper as the device listeners, with a
+/// header read timeout, a body read timeout (a body that stalls fails its
+/// read; the handler answers 4xx) and at most `max_connections` connections
+/// (more are closed at once, counted as `too_many_connections`, protocol
+/// `api`). Replaces `axum::serve`, which has none of the three.
+pub async fn serve_api(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ApiLimits,
+    metrics: Arc<crate::metrics::Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tower::ServiceExt as _;
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "API accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            metrics.reject("api", "too_many_connections", peer);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, limits.body_timeout)));
+            app.clone().oneshot(req)
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "API connection ended with an error");
+            }
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// A request body that fails (`TimedOut`) if it has not ended by its
+/// deadline.
+struct TimedBody {
+    inner: Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, timeout: Duration) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(r) => return Poll::Ready(r.map(|f| f.map_err(Into::into))),
+            Poll::Pending => {}
+        }
+        match this.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request body did not arrive in time",
+            ))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 async fn handle(
     req: Request<Incoming>,
     kind: HttpListener,
     peer: SocketAddr,
-    max_body: usize,
+    limits: HttpLimits,
     services: &Services,
 ) -> Response<Body> {
+    let max_body = limits.max_body;
     services
         .metrics
         .ingress_messages
@@ -213,7 +332,7 @@ async fn handle(
         Ok((identity, _)) => identity,
         Err(e) => {
             services.metrics.reject("http", e.reason(), peer);
-            return text(StatusCode::FORBIDDEN, format!("Forbidden: {e}"));
+            return closing(text(StatusCode::FORBIDDEN, format!("Forbidden: {e}")));
         }
     };
     let (parts, body) = req.into_parts();
@@ -226,11 +345,20 @@ async fn handle(
     let body = if declared_too_big {
         None
     } else {
-        Limited::new(body, max_body)
-            .collect()
+        // A device that stops sending mid-body must not hold this task (and
+        // a connection permit) forever.
+        match tokio::time::timeout(limits.body_timeout, Limited::new(body, max_body).collect())
             .await
-            .ok()
-            .map(|c| c.to_bytes())
+        {
+            Ok(collected) => collected.ok().map(|c| c.to_bytes()),
+            Err(_) => {
+                services.metrics.reject("http", "body_timeout", peer);
+                return closing(text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Request Timeout: the body did not arrive in time".into(),
+                ));
+            }
+        }
     };
     let Some(body) = body else {
         services.metrics.reject("http", "body_too_large", peer);
@@ -251,7 +379,9 @@ async fn handle(
     let reply = match handled {
         Handled::Now(r) => r,
         Handled::Later(f) => f.await,
-        Handled::Refused(e) => return text(StatusCode::FORBIDDEN, format!("Forbidden: {e}")),
+        Handled::Refused(e) => {
+            return closing(text(StatusCode::FORBIDDEN, format!("Forbidden: {e}")))
+        }
     };
     to_response(reply)
 }
@@ -268,7 +398,7 @@ async fn beam(
         Ok((identity, snapshot)) => (identity, arc_swap::Guard::into_inner(snapshot)),
         Err(e) => {
             services.metrics.reject("http", e.reason(), peer);
-            return beam_text(StatusCode::FORBIDDEN, &format!("Forbidden: {e}"));
+            return closing(beam_text(StatusCode::FORBIDDEN, &format!("Forbidden: {e}")));
         }
     };
     services
@@ -292,6 +422,13 @@ fn to_response(reply: Reply) -> Response<Body> {
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
+    r
+}
+
+/// Asks hyper to close the connection once this response is written.
+fn closing(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 

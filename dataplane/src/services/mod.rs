@@ -296,7 +296,8 @@ impl Services {
 
     fn harvest_entry(&self, msg: &Message<'_>, identity: &Identity) -> Result<NewEntry, Reply> {
         let proto = msg.protocol.as_str();
-        let time = match harvest::entry_time(msg.timestamp, now_ms()) {
+        let retention = self.harvest.settings().retention_days;
+        let time = match harvest::entry_time(msg.timestamp, now_ms(), retention) {
             Ok(t) => t,
             Err(e) => {
                 self.metrics.served("harvest", proto, 400);

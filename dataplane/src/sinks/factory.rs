@@ -65,7 +65,8 @@ impl SinkFactory for DefaultSinkFactory {
                     aws.clone(),
                     request_timeout,
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?
+                .with_random_partition_keys(destination.randomize_partition_key);
                 Ok(Arc::new(sink))
             }
             other => Err(format!(

@@ -231,6 +231,7 @@ secret_access_key = "y"
 [[groups]]
 id = "g"
 [groups.funnel]
+enabled = true
 credentials_id = "c"
 destination = {{ service = "kinesis", resource_url = "{FUNNEL_RESOURCE_URL}" }}
 

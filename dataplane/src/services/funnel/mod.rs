@@ -242,7 +242,9 @@ impl Funnel {
     /// Encodes the envelope and finds the destination queue.
     /// `http_json`: `Some(true)` when an HTTP request said
     /// `Content-Type: application/json`, `Some(false)` for other HTTP
-    /// content, `None` for UDP/TCP (the group's `content_type` decides).
+    /// content, `None` for UDP/TCP (the group's `contentType` decides).
+    /// `timestamp_ms` is the time of arrival: SORACOM honours
+    /// `X-Soracom-Timestamp` for Harvest only, never for Funnel.
     pub fn prepare(
         &self,
         identity: &Identity,
@@ -258,8 +260,14 @@ impl Funnel {
         let encoding = match (http_json, config.content_type) {
             (Some(true), _) | (None, FunnelContentType::Json) => PayloadEncoding::Json,
             // HTTP follows its Content-Type: only JSON is embedded.
-            (Some(false), _) | (None, FunnelContentType::Binary) => PayloadEncoding::Base64,
-            (None, FunnelContentType::Auto) => PayloadEncoding::Auto,
+            (Some(false), _)
+            | (
+                None,
+                FunnelContentType::Text
+                | FunnelContentType::Binary
+                | FunnelContentType::BinaryParser,
+            ) => PayloadEncoding::Wrapped,
+            (None, FunnelContentType::Unspecified) => PayloadEncoding::Unspecified,
         };
         let meta = EnvelopeMeta {
             operator_id: &identity.operator_id,
@@ -269,9 +277,13 @@ impl Funnel {
             timestamp_ms,
             imsi: &identity.subscriber.imsi,
             imei: identity.imei.as_ref(),
+            sim_id: config
+                .add_sim_id
+                .then_some(identity.subscriber.sim_id.as_ref()),
         };
         let mut data = Vec::new();
-        envelope::encode(&meta, payload, encoding, config.payloads_only, &mut data)
+        let payloads_only = config.destination.payloads_only;
+        envelope::encode(&meta, payload, encoding, payloads_only, &mut data)
             .map_err(|EnvelopeError::InvalidJson| FunnelReply::InvalidJson)?;
         let queue = self.queue(config, snapshot)?;
         Ok(Prepared {
@@ -362,7 +374,8 @@ impl Funnel {
 
     fn open_spool(&self, dir: &Path, key: &DestinationKey) -> Result<Arc<Spool>, SpoolError> {
         let dir = dir.join(key.id());
-        std::fs::create_dir_all(&dir)?;
+        // Records hold device payloads: owner only.
+        simgate_control::secret_file::create_private_dir(&dir)?;
         let owner = dir.join(SPOOL_OWNER_FILE);
         if !owner.exists() {
             let tmp = dir.join("destination.json.tmp");

@@ -1,11 +1,18 @@
 //! The Harvest Data query API, as SORACOM serves it:
 //!
-//! * `GET /v1/subscribers/{imsi}/data?from=&to=&sort=&limit=&last_evaluated_key=`
-//!   → `200` and a JSON array of entries, with `x-soracom-next-key` when more
-//!   exist;
-//! * `GET /v1/subscribers/{imsi}/data/{time}` → `200` and the entries at that
-//!   millisecond, or `404`;
-//! * `DELETE /v1/subscribers/{imsi}/data/{time}` → `204`, or `404`.
+//! * `GET /v1/data/Subscriber/{imsi}?from=&to=&sort=&limit=&last_evaluated_key=`
+//!   (and SORACOM's older `GET /v1/subscribers/{imsi}/data`) → `200` and a
+//!   JSON array of entries, with `x-soracom-next-key` when more exist;
+//! * `GET /v1/data/Subscriber/{imsi}/{time}` → `200` and the entry at that
+//!   millisecond (the first, when several arrived in it), or `404`;
+//! * `DELETE /v1/data/Subscriber/{imsi}/{time}` → `204`, or `404`;
+//! * `GET /v1/data/resources?resource_type=&limit=&last_evaluated_key=` → the
+//!   SIMs that have data, with the time of their newest entry;
+//! * simgate's `GET /v1/subscribers/{imsi}/data/{time}` (every entry at that
+//!   millisecond, as an array) and `DELETE` of the same.
+//!
+//! The OpenAPI description of these routes is in the control API's
+//! (`simgate_control::api::openapi`), since both are served together.
 //!
 //! Bad input → `400` with `{"code":"…","message":"…"}`. No authentication
 //! here: the caller wraps this router in its bearer-token layer.
@@ -40,6 +47,12 @@ pub fn router(store: Arc<HarvestStore>) -> Router {
         .route(
             "/v1/subscribers/{imsi}/data/{time}",
             get(get_at).delete(delete_at),
+        )
+        .route("/v1/data/resources", get(resources))
+        .route("/v1/data/{resource_type}/{resource_id}", get(list_resource))
+        .route(
+            "/v1/data/{resource_type}/{resource_id}/{time}",
+            get(get_one).delete(delete_resource_at),
         )
         .with_state(store)
 }
@@ -161,6 +174,109 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The only resource type simgate stores data for.
+const SUBSCRIBER: &str = "Subscriber";
+
+fn check_resource_type(t: &str) -> Result<(), ApiError> {
+    if t == SUBSCRIBER {
+        Ok(())
+    } else {
+        Err(bad_request(
+            "INVALID_RESOURCE_TYPE",
+            format!(
+                "resource type must be {SUBSCRIBER}, got {:?}",
+                t.chars().take(32).collect::<String>()
+            ),
+        ))
+    }
+}
+
+async fn list_resource(
+    State(store): State<Arc<HarvestStore>>,
+    Path((resource_type, id)): Path<(String, String)>,
+    raw: Result<axum::extract::Query<RawQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_resource_type(&resource_type)?;
+    list(State(store), Path(id), raw).await
+}
+
+async fn get_one(
+    State(store): State<Arc<HarvestStore>>,
+    Path((resource_type, imsi, time)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    check_resource_type(&resource_type)?;
+    let imsi = parse_imsi(&imsi)?;
+    let time = parse_time(&time)?;
+    let entries = blocking(&store, move |s| s.get(&imsi, time)).await?;
+    let first = entries.first().ok_or_else(not_found)?;
+    Ok(Json(EntryJson::from(first)).into_response())
+}
+
+async fn delete_resource_at(
+    State(store): State<Arc<HarvestStore>>,
+    Path((resource_type, imsi, time)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    check_resource_type(&resource_type)?;
+    delete_at(State(store), Path((imsi, time))).await
+}
+
+/// `GET /v1/data/resources` query.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ResourcesQuery {
+    resource_type: Option<String>,
+    limit: Option<String>,
+    last_evaluated_key: Option<String>,
+}
+
+/// One SIM that has data, as SORACOM's `DataResourceMetadata`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceJson {
+    resource_type: &'static str,
+    resource_id: String,
+    last_modified_time: u64,
+}
+
+async fn resources(
+    State(store): State<Arc<HarvestStore>>,
+    q: Result<axum::extract::Query<ResourcesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(q) = q.map_err(|e| bad_request("INVALID_QUERY", e.body_text()))?;
+    if let Some(t) = &q.resource_type {
+        check_resource_type(t)?;
+    }
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| bad_request("INVALID_LIMIT", "limit must be 1 to 1000"))?,
+    };
+    let after = match q.last_evaluated_key.filter(|k| !k.is_empty()) {
+        Some(k) => Some(parse_imsi(&k)?.as_str().to_owned()),
+        None => None,
+    };
+    let mut found = blocking(&store, move |s| s.resources(after.as_deref(), limit + 1)).await?;
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let next = more.then(|| found.last().map(|r| r.imsi.clone())).flatten();
+    let body: Vec<ResourceJson> = found
+        .into_iter()
+        .map(|r| ResourceJson {
+            resource_type: SUBSCRIBER,
+            resource_id: r.imsi,
+            last_modified_time: r.last_time,
+        })
+        .collect();
+    let mut response = Json(body).into_response();
+    if let Some(key) = next {
+        let value = HeaderValue::try_from(key).map_err(|_| internal())?;
+        response.headers_mut().insert(NEXT_KEY_HEADER, value);
+    }
+    Ok(response)
+}
+
 async fn list(
     State(store): State<Arc<HarvestStore>>,
     Path(imsi): Path<String>,
@@ -250,6 +366,7 @@ mod tests {
             HarvestSettings {
                 max_entry_bytes: 64,
                 retention_days: 40,
+                ..HarvestSettings::default()
             },
         )
         .unwrap();
@@ -358,6 +475,66 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (_, _, json) = call(&app, "GET", &format!("/v1/subscribers/{A}/data")).await;
         assert_eq!(json.as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn data_routes_by_resource() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_data(&dir).await;
+        let b = Imsi::parse("001010000000002").unwrap();
+        store
+            .append(NewEntry {
+                imsi: b,
+                time: 7,
+                content_type: "text/plain".into(),
+                category: Category::Udp,
+                content: Bytes::from_static(b"b"),
+            })
+            .await
+            .unwrap();
+        let app = router(store);
+        let (status, _, json) = call(
+            &app,
+            "GET",
+            &format!("/v1/data/Subscriber/{A}?sort=asc&limit=2"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json.as_array().unwrap().len(), 2);
+        assert_eq!(json[0]["resourceId"], A);
+        // One object per time: the first entry of that millisecond.
+        let at = format!("/v1/data/Subscriber/{A}/1653891795421");
+        let (status, _, json) = call(&app, "GET", &at).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json["content"], "{\"temp\":21}");
+        let (status, _, json) = call(&app, "GET", "/v1/data/Sim/x/1").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json["code"], "INVALID_RESOURCE_TYPE");
+        // The SIMs with data, paged by IMSI.
+        let (status, key, json) = call(&app, "GET", "/v1/data/resources?limit=1").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            json,
+            serde_json::json!([{"resourceType": "Subscriber", "resourceId": A,
+                "lastModifiedTime": 1_653_891_795_500u64}])
+        );
+        assert_eq!(key.as_deref(), Some(A));
+        let (_, key, json) = call(
+            &app,
+            "GET",
+            &format!("/v1/data/resources?resource_type=Subscriber&last_evaluated_key={A}"),
+        )
+        .await;
+        assert_eq!(json[0]["resourceId"], "001010000000002");
+        assert_eq!(json[0]["lastModifiedTime"], 7);
+        assert_eq!(json.as_array().unwrap().len(), 1);
+        assert_eq!(key, None);
+        let (status, _, _) = call(&app, "DELETE", &at).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _, _) = call(&app, "GET", &at).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = call(&app, "GET", "/v1/data/resources?limit=0").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]

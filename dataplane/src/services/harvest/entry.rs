@@ -77,27 +77,65 @@ pub struct Entry {
     pub content: Bytes,
 }
 
-/// `X-Soracom-Timestamp` was present but not a Unix time in milliseconds.
+/// How far ahead of simgate's clock a device's `X-Soracom-Timestamp` may be
+/// (clock skew); later times are refused.
+pub const MAX_FUTURE_SKEW_MS: u64 = 5 * 60 * 1000;
+
+const MS_PER_DAY: u64 = 86_400_000;
+
+/// `X-Soracom-Timestamp` was present but not acceptable (ingress: 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("X-Soracom-Timestamp must be a Unix time in milliseconds, got {0:?}")]
-pub struct InvalidTimestamp(pub String);
+#[non_exhaustive]
+pub enum InvalidTimestamp {
+    /// Not a Unix time in milliseconds.
+    #[error("X-Soracom-Timestamp must be a Unix time in milliseconds, got {0:?}")]
+    Malformed(String),
+    /// Older than the retention (it would be swept at once, and could be
+    /// used to write below every reader's `from`), or more than
+    /// [`MAX_FUTURE_SKEW_MS`] in the future (it would outlive the retention).
+    #[error("X-Soracom-Timestamp {time} is outside the accepted range {earliest}..={latest} (retention, clock skew)")]
+    OutOfRange {
+        time: u64,
+        earliest: u64,
+        latest: u64,
+    },
+}
 
 /// The time of a new entry: the device's `X-Soracom-Timestamp` (Unix ms) when
 /// it sent one, else the arrival time. Surrounding whitespace is ignored.
+///
+/// A device time must lie in `[arrival − retention_days, arrival +
+/// MAX_FUTURE_SKEW_MS]`; `retention_days = 0` (keep everything) sets no lower
+/// bound.
 pub fn entry_time(
     x_soracom_timestamp: Option<&str>,
     arrival_ms: u64,
+    retention_days: u32,
 ) -> Result<u64, InvalidTimestamp> {
     let Some(raw) = x_soracom_timestamp else {
         return Ok(arrival_ms);
     };
     let s = raw.trim();
+    let malformed = || InvalidTimestamp::Malformed(raw.chars().take(32).collect());
     // `u64::from_str` accepts a leading '+'; a timestamp is digits only.
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(InvalidTimestamp(raw.chars().take(32).collect()));
+        return Err(malformed());
     }
-    s.parse()
-        .map_err(|_| InvalidTimestamp(raw.chars().take(32).collect()))
+    let time: u64 = s.parse().map_err(|_| malformed())?;
+    let earliest = if retention_days == 0 {
+        0
+    } else {
+        arrival_ms.saturating_sub(u64::from(retention_days).saturating_mul(MS_PER_DAY))
+    };
+    let latest = arrival_ms.saturating_add(MAX_FUTURE_SKEW_MS);
+    if time < earliest || time > latest {
+        return Err(InvalidTimestamp::OutOfRange {
+            time,
+            earliest,
+            latest,
+        });
+    }
+    Ok(time)
 }
 
 /// Why a stored value could not be decoded.
@@ -161,12 +199,40 @@ mod tests {
 
     #[test]
     fn timestamp_header_or_arrival() {
-        assert_eq!(entry_time(None, 7), Ok(7));
-        assert_eq!(entry_time(Some("1653891795421"), 7), Ok(1_653_891_795_421));
-        assert_eq!(entry_time(Some(" 12 "), 7), Ok(12));
+        let now = 1_653_891_795_421;
+        assert_eq!(entry_time(None, 7, 40), Ok(7));
+        assert_eq!(entry_time(Some("1653891795421"), now, 40), Ok(now));
+        assert_eq!(entry_time(Some(" 12 "), 7, 40), Ok(12));
         for bad in ["", "+1", "-1", "1.5", "abc", "99999999999999999999999"] {
-            assert!(entry_time(Some(bad), 7).is_err(), "{bad:?}");
+            assert!(
+                matches!(
+                    entry_time(Some(bad), 7, 40),
+                    Err(InvalidTimestamp::Malformed(_))
+                ),
+                "{bad:?}"
+            );
         }
+    }
+
+    #[test]
+    fn timestamp_must_be_within_retention_and_skew() {
+        let now: u64 = 1_700_000_000_000;
+        let day = 86_400_000;
+        let at = |t: u64, days| entry_time(Some(&t.to_string()), now, days);
+        assert_eq!(at(now - 40 * day, 40), Ok(now - 40 * day));
+        assert!(matches!(
+            at(now - 40 * day - 1, 40),
+            Err(InvalidTimestamp::OutOfRange { .. })
+        ));
+        assert_eq!(
+            at(now + MAX_FUTURE_SKEW_MS, 40),
+            Ok(now + MAX_FUTURE_SKEW_MS)
+        );
+        assert!(at(now + MAX_FUTURE_SKEW_MS + 1, 40).is_err());
+        assert!(at(u64::MAX, 40).is_err());
+        // retention_days = 0 keeps everything: no lower bound, still no future.
+        assert_eq!(at(1, 0), Ok(1));
+        assert!(at(now + day, 0).is_err());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub mod store;
 pub use api::{router, NEXT_KEY_HEADER};
 pub use entry::{
     entry_time, Category, Entry, InvalidTimestamp, NewEntry, DEFAULT_CONTENT_TYPE,
-    MAX_CONTENT_TYPE_BYTES,
+    MAX_CONTENT_TYPE_BYTES, MAX_FUTURE_SKEW_MS,
 };
 pub use query::{Cursor, Position, Query, QueryError, RawQuery, Sort, DEFAULT_LIMIT, MAX_LIMIT};
 pub use store::{

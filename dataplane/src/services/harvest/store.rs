@@ -28,11 +28,12 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata as _, TableDefinition};
 use simgate_control::config::HarvestSettings;
 use simgate_control::Imsi;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -73,6 +74,10 @@ pub enum HarvestError {
     /// The write queue is full; try again shortly (ingress: 503 + Retry-After).
     #[error("harvest write queue is full")]
     Busy,
+    /// The store has reached `[harvest] max_bytes` (ingress: 507); room is
+    /// made by the retention sweep or by deleting entries.
+    #[error("Insufficient Storage: the Harvest store is full ({used} of {max} bytes)")]
+    Full { used: u64, max: u64 },
     /// The writer has stopped (the store is shutting down or crashed).
     #[error("harvest writer has stopped")]
     Closed,
@@ -110,6 +115,7 @@ impl HarvestError {
 ///
 /// * too large → 413; content type too long → 400;
 /// * queue full, or 2³² entries in one millisecond → 429, retry;
+/// * `max_bytes` reached → 507;
 /// * writer stopped, storage or I/O failure → 503, retry;
 /// * a corrupt stored value (never from `append`) → 500.
 pub fn error_status(e: &HarvestError) -> (u16, bool) {
@@ -117,6 +123,7 @@ pub fn error_status(e: &HarvestError) -> (u16, bool) {
         HarvestError::TooLarge { .. } => (413, false),
         HarvestError::ContentTypeTooLong { .. } => (400, false),
         HarvestError::Busy | HarvestError::SequenceExhausted => (429, true),
+        HarvestError::Full { .. } => (507, false),
         HarvestError::Closed | HarvestError::Storage(_) | HarvestError::Io(_) => (503, true),
         HarvestError::Corrupt(_) => (500, false),
     }
@@ -165,6 +172,11 @@ struct Pending {
 pub struct HarvestStore {
     db: Arc<Database>,
     settings: HarvestSettings,
+    /// Bytes of keys and values stored (both tables), for `max_bytes`:
+    /// measured at open, then kept up to date by every write and delete.
+    used: Arc<AtomicU64>,
+    /// Entries refused because the store was full.
+    refused_full: AtomicU64,
     /// `None` only while dropping.
     queue: Option<mpsc::Sender<Pending>>,
     writer: Option<JoinHandle<()>>,
@@ -196,23 +208,36 @@ impl HarvestStore {
     ) -> Result<Arc<Self>, HarvestError> {
         let path = path.as_ref();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            if !dir.exists() {
+                simgate_control::secret_file::create_private_dir(dir)?;
+            }
         }
+        // What devices sent: owner only (0600).
+        simgate_control::secret_file::ensure_private_file(path)?;
         let db = Arc::new(Database::create(path)?);
         // Create the tables once so readers never meet a missing one.
         let txn = db.begin_write()?;
         txn.open_table(ENTRIES)?;
         txn.open_table(BY_TIME)?;
         txn.commit()?;
+        let used = {
+            let txn = db.begin_read()?;
+            let entries = txn.open_table(ENTRIES)?.stats()?.stored_bytes();
+            let by_time = txn.open_table(BY_TIME)?.stats()?.stored_bytes();
+            Arc::new(AtomicU64::new(entries + by_time))
+        };
 
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let writer_db = Arc::clone(&db);
+        let writer_used = Arc::clone(&used);
         let writer = std::thread::Builder::new()
             .name("harvest-writer".into())
-            .spawn(move || run_writer(&writer_db, rx))?;
+            .spawn(move || run_writer(&writer_db, rx, &writer_used))?;
         Ok(Arc::new(Self {
             db,
             settings,
+            used,
+            refused_full: AtomicU64::new(0),
             queue: Some(tx),
             writer: Some(writer),
         }))
@@ -220,6 +245,16 @@ impl HarvestStore {
 
     pub fn settings(&self) -> &HarvestSettings {
         &self.settings
+    }
+
+    /// Bytes of keys and values stored, as counted against `max_bytes`.
+    pub fn stored_bytes(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Entries refused with [`HarvestError::Full`] since the store opened.
+    pub fn refused_full(&self) -> u64 {
+        self.refused_full.load(Ordering::Relaxed)
     }
 
     /// Checks an entry against the limits without storing it, so an ingress
@@ -237,6 +272,17 @@ impl HarvestStore {
                 max: MAX_CONTENT_TYPE_BYTES,
             });
         }
+        // Entries still in the write queue are not counted yet: the budget
+        // can be passed by at most one queue's worth.
+        let max = self.settings.max_bytes;
+        let used = self.stored_bytes();
+        let cost = entry_cost(
+            entry.imsi.as_str().len(),
+            VALUE_OVERHEAD + entry.content_type.len() + entry.content.len(),
+        );
+        if max > 0 && used.saturating_add(cost) > max {
+            return Err(HarvestError::Full { used, max });
+        }
         Ok(())
     }
 
@@ -246,7 +292,13 @@ impl HarvestStore {
     /// If the returned future is dropped after the entry was queued, the entry
     /// is still written.
     pub async fn append(&self, entry: NewEntry) -> Result<(), HarvestError> {
-        self.check(&entry)?;
+        if let Err(e) = self.check(&entry) {
+            if matches!(e, HarvestError::Full { .. }) {
+                self.refused_full.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "harvest entry refused");
+            }
+            return Err(e);
+        }
         let queue = self.queue.as_ref().ok_or(HarvestError::Closed)?;
         let (done, wait) = oneshot::channel();
         queue
@@ -298,6 +350,7 @@ impl HarvestStore {
     /// was none. Blocking (waits for the write lock).
     pub fn delete(&self, imsi: &Imsi, time: u64) -> Result<bool, HarvestError> {
         let txn = self.db.begin_write()?;
+        let mut freed = 0;
         let deleted = {
             let mut entries = txn.open_table(ENTRIES)?;
             let mut by_time = txn.open_table(BY_TIME)?;
@@ -307,13 +360,16 @@ impl HarvestStore {
                 seqs.push(key.value().2);
             }
             for &seq in &seqs {
-                entries.remove((imsi.as_str(), time, seq))?;
+                if let Some(v) = entries.remove((imsi.as_str(), time, seq))? {
+                    freed += entry_cost(imsi.as_str().len(), v.value().len());
+                }
                 by_time.remove((time, imsi.as_str(), seq))?;
             }
             !seqs.is_empty()
         };
         if deleted {
             txn.commit()?;
+            self.release(freed);
         } else {
             txn.abort()?;
         }
@@ -332,6 +388,7 @@ impl HarvestStore {
         let mut total = 0;
         loop {
             let txn = self.db.begin_write()?;
+            let mut freed = 0;
             let n = {
                 let mut entries = txn.open_table(ENTRIES)?;
                 let mut by_time = txn.open_table(BY_TIME)?;
@@ -342,18 +399,42 @@ impl HarvestStore {
                     expired.push((time, imsi.to_owned(), seq));
                 }
                 for (time, imsi, seq) in &expired {
-                    entries.remove((imsi.as_str(), *time, *seq))?;
+                    if let Some(v) = entries.remove((imsi.as_str(), *time, *seq))? {
+                        freed += entry_cost(imsi.len(), v.value().len());
+                    }
                     by_time.remove((*time, imsi.as_str(), *seq))?;
                 }
                 expired.len()
             };
             txn.commit()?;
+            self.release(freed);
             total += n;
             if n < SWEEP_CHUNK {
                 return Ok(total);
             }
         }
     }
+}
+
+impl HarvestStore {
+    fn release(&self, bytes: u64) {
+        // Never below zero: the count at open is redb's, the rest estimates.
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(bytes))
+            });
+    }
+}
+
+/// Bytes before the content type and content in a stored value.
+const VALUE_OVERHEAD: usize = 3;
+
+/// What one entry counts against `max_bytes`: its value and both keys
+/// (`(imsi, time, seq)` twice, once per table).
+fn entry_cost(imsi_len: usize, value_len: usize) -> u64 {
+    let key = imsi_len + 8 + 4;
+    u64::try_from(2 * key + value_len).unwrap_or(u64::MAX)
 }
 
 impl Drop for HarvestStore {
@@ -403,7 +484,7 @@ fn collect<'a>(
 /// The writer thread: wait for an entry, take whatever else is queued, write
 /// it all in one transaction, answer every caller, repeat until the queue
 /// closes.
-fn run_writer(db: &Database, mut queue: mpsc::Receiver<Pending>) {
+fn run_writer(db: &Database, mut queue: mpsc::Receiver<Pending>, used: &AtomicU64) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -414,7 +495,8 @@ fn run_writer(db: &Database, mut queue: mpsc::Receiver<Pending>) {
             }
         }
         match write_batch(db, &batch) {
-            Ok(results) => {
+            Ok((results, added)) => {
+                used.fetch_add(added, Ordering::Relaxed);
                 for (pending, result) in batch.drain(..).zip(results) {
                     // The caller may have gone away; its entry is stored anyway.
                     let _ = pending.done.send(result);
@@ -432,12 +514,14 @@ fn run_writer(db: &Database, mut queue: mpsc::Receiver<Pending>) {
 
 /// Writes `batch` in one durable transaction. The outer error fails the whole
 /// batch (nothing was written); the inner results are per entry.
+#[allow(clippy::type_complexity)]
 fn write_batch(
     db: &Database,
     batch: &[Pending],
-) -> Result<Vec<Result<(), HarvestError>>, HarvestError> {
+) -> Result<(Vec<Result<(), HarvestError>>, u64), HarvestError> {
     let txn = db.begin_write()?;
     let mut results = Vec::with_capacity(batch.len());
+    let mut added = 0;
     {
         let mut entries = txn.open_table(ENTRIES)?;
         let mut by_time = txn.open_table(BY_TIME)?;
@@ -463,14 +547,64 @@ fn write_batch(
             let value = encode_value(&entry.content_type, entry.category, &entry.content);
             entries.insert((imsi, entry.time, seq), value.as_slice())?;
             by_time.insert((entry.time, imsi, seq), ())?;
+            added += entry_cost(imsi.len(), value.len());
             results.push(Ok(()));
         }
     }
     txn.commit()?;
-    Ok(results)
+    Ok((results, added))
 }
 
 pub use simgate_control::clock::now_ms;
+
+/// A SIM that has entries: its IMSI and the time of its newest one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub imsi: String,
+    pub last_time: u64,
+}
+
+impl HarvestStore {
+    /// Up to `limit` SIMs with entries, in IMSI order, starting after
+    /// `after`; one seek per SIM, not a scan of its entries. Blocking.
+    pub fn resources(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Resource>, HarvestError> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENTRIES)?;
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = after.map(str::to_owned);
+        while out.len() < limit {
+            let first = match &cursor {
+                Some(c) => table
+                    .range::<(&str, u64, u32)>((
+                        Bound::Excluded((c.as_str(), u64::MAX, u32::MAX)),
+                        Bound::Unbounded,
+                    ))?
+                    .next(),
+                None => table.iter()?.next(),
+            };
+            let Some(item) = first else { break };
+            let imsi = item?.0.value().0.to_owned();
+            let last = table
+                .range((imsi.as_str(), 0, 0)..=(imsi.as_str(), u64::MAX, u32::MAX))?
+                .next_back();
+            let last_time = match last {
+                Some(item) => item?.0.value().1,
+                None => 0,
+            };
+            out.push(Resource {
+                imsi: imsi.clone(),
+                last_time,
+            });
+            cursor = Some(imsi);
+        }
+        Ok(out)
+    }
+}
 
 /// Runs [`HarvestStore::sweep_expired`] every `every` (first run at once)
 /// until the task is aborted.
@@ -524,6 +658,7 @@ mod tests {
         HarvestSettings {
             max_entry_bytes: 16,
             retention_days: 1,
+            max_bytes: 0,
         }
     }
 
@@ -550,6 +685,38 @@ mod tests {
             .iter()
             .map(|e| String::from_utf8(e.content.to_vec()).unwrap())
             .collect()
+    }
+
+    /// `max_bytes`: full → `Full` (507), counted; deleting makes room, and
+    /// the count survives a reopen (measured from redb).
+    #[tokio::test]
+    async fn disk_budget_refuses_when_full_and_frees_on_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("budget.redb");
+        let a = imsi(1);
+        // 15-digit IMSI: 2 × 27 key bytes + 3 + 10 ("text/plain") + 4 = 71.
+        let cost = entry_cost(15, VALUE_OVERHEAD + 10 + 4);
+        assert_eq!(cost, 71);
+        let settings = HarvestSettings {
+            max_bytes: 3 * cost,
+            ..settings()
+        };
+        let store = HarvestStore::open(&path, settings.clone()).unwrap();
+        for t in 0..3 {
+            store.append(entry(&a, 100 + t, "abcd")).await.unwrap();
+        }
+        assert_eq!(store.stored_bytes(), 3 * cost);
+        let e = store.append(entry(&a, 200, "abcd")).await.unwrap_err();
+        assert!(matches!(e, HarvestError::Full { .. }), "{e}");
+        assert_eq!(error_status(&e), (507, false));
+        assert_eq!(store.refused_full(), 1);
+        assert!(store.delete(&a, 100).unwrap());
+        assert_eq!(store.stored_bytes(), 2 * cost);
+        store.append(entry(&a, 200, "abcd")).await.unwrap();
+        drop(store);
+        let store = HarvestStore::open(&path, settings).unwrap();
+        assert!(store.stored_bytes() > 0);
+        assert!(store.append(entry(&a, 300, "abcd")).await.is_err());
     }
 
     #[tokio::test]
@@ -704,6 +871,7 @@ mod tests {
             HarvestSettings {
                 max_entry_bytes: 16,
                 retention_days: 0,
+                max_bytes: 0,
             },
         )
         .unwrap();

@@ -288,6 +288,9 @@ fn transport_failure(e: UpstreamError) -> SinkError {
 pub struct KinesisSink {
     api: AwsJsonClient,
     stream: String,
+    /// SORACOM's `randomizePartitionKey`: a random partition key per record
+    /// instead of the record's own (the IMSI).
+    random_partition_keys: bool,
 }
 
 impl KinesisSink {
@@ -334,7 +337,20 @@ impl KinesisSink {
             &credentials,
             request_timeout,
         )?;
-        Ok(Self { api, stream })
+        Ok(Self {
+            api,
+            stream,
+            random_partition_keys: false,
+        })
+    }
+
+    /// Sends each record with a random partition key (SORACOM's
+    /// `randomizePartitionKey`) when `on`, spreading one SIM's records over
+    /// all shards; otherwise with the record's own key, the IMSI.
+    #[must_use]
+    pub fn with_random_partition_keys(mut self, on: bool) -> Self {
+        self.random_partition_keys = on;
+        self
     }
 
     /// A sink for a SORACOM-style resource URL,
@@ -364,7 +380,17 @@ impl KinesisSink {
             // Kinesis refuses an empty Records array; nothing to send.
             return BatchOutcome::PerRecord(Vec::new());
         }
-        let body = Bytes::from(request::put_records_body(&self.stream, records));
+        let body = if self.random_partition_keys {
+            let mut bits = rand::random::<u128>;
+            request::put_records_body_keyed(
+                &self.stream,
+                records,
+                &mut request::PartitionKeys::Random { bits: &mut bits },
+            )
+        } else {
+            request::put_records_body(&self.stream, records)
+        };
+        let body = Bytes::from(body);
         let resp = match self
             .api
             .call(request::PUT_RECORDS_TARGET, body, MAX_PUT_RECORDS_RESPONSE)

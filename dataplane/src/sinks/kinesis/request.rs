@@ -22,12 +22,33 @@ const MAX_MESSAGE_CHARS: usize = 300;
 // Request body
 // ---------------------------------------------------------------------------
 
+/// Where each record's `PartitionKey` comes from.
+pub enum PartitionKeys<'a> {
+    /// The record's own key (the IMSI).
+    Record,
+    /// SORACOM's `randomizePartitionKey`: a random key per record, as many
+    /// lowercase hex digits as the record's own key (at least 1), so that
+    /// every size limit computed from the record still holds. `bits` gives
+    /// 128 random bits per call.
+    Random { bits: &'a mut dyn FnMut() -> u128 },
+}
+
 /// Appends the PutRecords request body for `records` to `out`:
 /// `{"StreamName":"..","Records":[{"Data":"<base64>","PartitionKey":".."},..]}`.
 ///
 /// Written by hand straight into the buffer: this runs once per batch of up
 /// to 5 MiB, and a `serde_json::Value` tree would copy every payload twice.
 pub fn encode_put_records(stream: &str, records: &[SinkRecord], out: &mut Vec<u8>) {
+    encode_put_records_keyed(stream, records, &mut PartitionKeys::Record, out);
+}
+
+/// [`encode_put_records`] with the partition keys chosen by `keys`.
+pub fn encode_put_records_keyed(
+    stream: &str,
+    records: &[SinkRecord],
+    keys: &mut PartitionKeys<'_>,
+    out: &mut Vec<u8>,
+) {
     out.reserve(put_records_body_len_hint(stream, records));
     out.extend_from_slice(b"{\"StreamName\":");
     write_json_str(out, stream);
@@ -39,16 +60,48 @@ pub fn encode_put_records(stream: &str, records: &[SinkRecord], out: &mut Vec<u8
         out.extend_from_slice(b"{\"Data\":\"");
         write_base64(out, &record.data);
         out.extend_from_slice(b"\",\"PartitionKey\":");
-        write_json_str(out, &record.partition_key);
+        match keys {
+            PartitionKeys::Record => write_json_str(out, &record.partition_key),
+            PartitionKeys::Random { bits } => {
+                write_random_key(out, record.partition_key.len().max(1), bits)
+            }
+        }
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
+}
+
+/// `len` random lowercase hex digits, quoted.
+fn write_random_key(out: &mut Vec<u8>, len: usize, bits: &mut dyn FnMut() -> u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut left = len;
+    while left > 0 {
+        let mut r = bits();
+        for _ in 0..left.min(32) {
+            out.push(HEX[(r & 0xf) as usize]);
+            r >>= 4;
+        }
+        left = left.saturating_sub(32);
+    }
+    out.push(b'"');
 }
 
 /// [`encode_put_records`] into a fresh, exactly-sized buffer.
 pub fn put_records_body(stream: &str, records: &[SinkRecord]) -> Vec<u8> {
     let mut out = Vec::new();
     encode_put_records(stream, records, &mut out);
+    out
+}
+
+/// [`encode_put_records_keyed`] into a fresh buffer.
+pub fn put_records_body_keyed(
+    stream: &str,
+    records: &[SinkRecord],
+    keys: &mut PartitionKeys<'_>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_put_records_keyed(stream, records, keys, &mut out);
     out
 }
 
@@ -443,6 +496,46 @@ mod tests {
             })
             .collect();
         (stream, records)
+    }
+
+    #[test]
+    fn random_partition_keys_replace_the_record_keys_size_for_size() {
+        let records = [
+            rec("440101234567890", b"{\"a\":1}"),
+            rec("", b"x"),
+            rec(&"k".repeat(70), b""),
+        ];
+        let mut n = 0u128;
+        let mut bits = || {
+            n += 1;
+            n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+        };
+        let body = put_records_body_keyed(
+            "devices",
+            &records,
+            &mut PartitionKeys::Random { bits: &mut bits },
+        );
+        let (stream, decoded) = decode(&body);
+        assert_eq!(stream, "devices");
+        for ((key, data), original) in decoded.iter().zip(&records) {
+            assert_eq!(data.as_slice(), &original.data[..]);
+            assert_ne!(key.as_str(), &*original.partition_key);
+            assert_eq!(key.len(), original.partition_key.len().max(1));
+            assert!(key.bytes().all(|b| b.is_ascii_hexdigit()), "{key}");
+        }
+        // Two batches get different keys.
+        let again = decode(&put_records_body_keyed(
+            "devices",
+            &records,
+            &mut PartitionKeys::Random { bits: &mut bits },
+        ))
+        .1;
+        assert_ne!(again[0].0, decoded[0].0);
+        // Record keys are the default.
+        assert_eq!(
+            put_records_body("devices", &records),
+            put_records_body_keyed("devices", &records, &mut PartitionKeys::Record)
+        );
     }
 
     #[test]
