@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
-use simgate_control::{Config, GroupId, Imsi, Session};
+use simgate_control::{Config, CredentialId, GroupId, Imsi, Session};
 
 mod common;
 
@@ -264,6 +264,9 @@ async fn credentials_as_soracom_makes_them() {
     for bad in [
         json!([null, null]),
         json!({"type": "azure-credentials", "credentials": {}}),
+        json!({"type": "azure-credentials", "credentials": {"policyName": "p", "key": ""}}),
+        json!({"type": "google-service-account-json", "credentials": {"credentials": "[1]"}}),
+        json!({"type": "google-service-account-json", "credentials": {"credentials": "not json"}}),
         json!({"type": "psk", "credentials": {"key": "k"}, "description": "x".repeat(1025)}),
     ] {
         let r = gw
@@ -271,6 +274,44 @@ async fn credentials_as_soracom_makes_them() {
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
     }
+    // SORACOM's Azure and Google types: secrets never come back.
+    let r = gw
+        .call(
+            Method::POST,
+            "/v1/credentials/hub",
+            Some(json!({"type": "azure-credentials",
+                "credentials": {"policyName": "RootManageSharedAccessKey", "key": "azure-secret-key"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["type"], "azure-credentials");
+    assert_eq!(
+        r.body["credentials"],
+        json!({"policyName": "RootManageSharedAccessKey"})
+    );
+    let key_file = json!({"type": "service_account", "client_email": "sa@p.iam.gserviceaccount.com",
+        "private_key": "-----BEGIN PRIVATE KEY-----\ngoogle-secret\n-----END PRIVATE KEY-----\n"});
+    let r = gw
+        .call(
+            Method::PUT,
+            "/v1/credentials/pubsub",
+            Some(json!({"type": "google-service-account-json",
+                "credentials": {"credentials": key_file.to_string()}})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    assert_eq!(r.body["type"], "google-service-account-json");
+    assert_eq!(r.body["credentials"], json!({}));
+    let r = gw.call(Method::GET, "/v1/credentials", None).await;
+    assert!(!r.text.contains("azure-secret-key") && !r.text.contains("google-secret"));
+    for (id, kind) in [
+        ("hub", "azure-credentials"),
+        ("pubsub", "google-service-account-json"),
+    ] {
+        let c = &gw.plane.snapshot.load().credentials[&CredentialId::parse(id).unwrap()];
+        assert_eq!(c.kind.type_name(), kind);
+    }
+
     // A whole SoracomFunnel namespace goes in one call.
     let r = gw
         .call(
@@ -308,4 +349,9 @@ async fn credentials_as_soracom_makes_them() {
     let gw = open(dir.path(), &Config::embedded_default());
     let r = gw.call(Method::GET, "/v1/credentials/kin", None).await;
     assert_eq!(r.body["description"], "kinesis, tokyo", "{}", r.text);
+    let r = gw.call(Method::GET, "/v1/credentials/hub", None).await;
+    assert_eq!(
+        r.body["credentials"]["policyName"],
+        "RootManageSharedAccessKey"
+    );
 }

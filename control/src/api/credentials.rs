@@ -12,22 +12,26 @@ use utoipa::ToSchema;
 
 use super::error::{blocking, ApiError, ApiObject, ApiPath, ErrorBody};
 use crate::model::{
-    AwsCredentials, Credential, CredentialId, CredentialKind, PskCredentials, Secret,
-    X509Credentials,
+    AwsCredentials, AzureCredentials, Credential, CredentialId, CredentialKind,
+    GoogleServiceAccountJson, PskCredentials, Secret, X509Credentials,
 };
 use crate::plane::ControlPlane;
 use crate::store::Stamped;
 
 const AWS_CREDENTIALS: &str = "aws-credentials";
 
-/// The non-secret part of a credential set: the AWS access key id; nothing
-/// for `psk` and `x509` (keys are secret, certificates are not echoed).
+/// The non-secret part of a credential set: the AWS access key id, the
+/// Azure policy name; nothing for `psk`, `x509` and Google (keys are
+/// secret, certificates are not echoed).
 #[derive(Debug, Default, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PublicCredentials {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "AKIAIOSFODNN7EXAMPLE")]
     pub(crate) access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "RootManageSharedAccessKey")]
+    pub(crate) policy_name: Option<String>,
 }
 
 /// The credential types simgate stores.
@@ -37,6 +41,8 @@ pub(crate) enum CredentialType {
     AwsCredentials,
     Psk,
     X509,
+    AzureCredentials,
+    GoogleServiceAccountJson,
 }
 
 /// A credential set, as SORACOM's API shows it (secrets left out).
@@ -61,8 +67,15 @@ impl From<&Stamped<Credential>> for CredentialView {
         let credentials = match &c.value.kind {
             CredentialKind::Aws(aws) => PublicCredentials {
                 access_key_id: Some(aws.access_key_id.clone()),
+                ..PublicCredentials::default()
             },
-            CredentialKind::Psk(_) | CredentialKind::X509(_) => PublicCredentials::default(),
+            CredentialKind::Azure(a) => PublicCredentials {
+                policy_name: Some(a.policy_name.clone()),
+                ..PublicCredentials::default()
+            },
+            CredentialKind::Psk(_)
+            | CredentialKind::X509(_)
+            | CredentialKind::GoogleServiceAccount(_) => PublicCredentials::default(),
         };
         Self {
             credentials_id: c.value.id.to_string(),
@@ -116,6 +129,26 @@ pub(crate) struct X509CredentialsIn {
     pub(crate) key: String,
 }
 
+/// An Azure shared access policy as sent (`type` `azure-credentials`).
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct AzureCredentialsIn {
+    #[schema(min_length = 1, max_length = 256)]
+    pub(crate) policy_name: String,
+    #[schema(min_length = 1, max_length = 1024)]
+    pub(crate) key: String,
+}
+
+/// A Google service account key file as sent (`type`
+/// `google-service-account-json`): the JSON text of the file.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GoogleCredentialsIn {
+    /// A JSON object (the key file's text), at most 64 KiB.
+    #[schema(min_length = 2, max_length = 65536)]
+    pub(crate) credentials: String,
+}
+
 /// `POST` and `PUT /v1/credentials/{id}` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -142,6 +175,48 @@ pub(crate) enum CredentialRequest {
     Aws(AwsRequest),
     Psk(PskRequest),
     X509(X509Request),
+    Azure(AzureRequest),
+    Google(GoogleRequest),
+}
+
+/// `type` `azure-credentials`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub(crate) enum AzureType {
+    #[serde(rename = "azure-credentials")]
+    Only,
+}
+
+/// A `azure-credentials` credential set as sent.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct AzureRequest {
+    #[serde(rename = "type")]
+    kind: AzureType,
+    #[schema(max_length = 1024)]
+    description: Option<String>,
+    credentials: AzureCredentialsIn,
+}
+
+/// `type` `google-service-account-json`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+pub(crate) enum GoogleType {
+    #[serde(rename = "google-service-account-json")]
+    Only,
+}
+
+/// A `google-service-account-json` credential set as sent.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct GoogleRequest {
+    #[serde(rename = "type")]
+    kind: GoogleType,
+    #[schema(max_length = 1024)]
+    description: Option<String>,
+    credentials: GoogleCredentialsIn,
 }
 
 /// `type` `aws-credentials`.
@@ -274,8 +349,35 @@ fn credential_kind(kind: &str, v: serde_json::Value) -> Result<CredentialKind, A
                 key: Secret::new(c.key),
             }))
         }
+        "azure-credentials" => {
+            let c: AzureCredentialsIn = credentials_of(kind, v)?;
+            if c.policy_name.is_empty() || c.key.is_empty() || c.key.len() > 1024 {
+                return Err(ApiError::bad_request(
+                    "azure-credentials need policyName and a key of 1 to 1024 bytes",
+                ));
+            }
+            Ok(CredentialKind::Azure(AzureCredentials {
+                policy_name: c.policy_name,
+                key: Secret::new(c.key),
+            }))
+        }
+        "google-service-account-json" => {
+            let c: GoogleCredentialsIn = credentials_of(kind, v)?;
+            let is_object = c.credentials.len() <= 65_536
+                && serde_json::from_str::<serde_json::Value>(&c.credentials)
+                    .is_ok_and(|v| v.is_object());
+            if !is_object {
+                // Never quote it: it holds a private key.
+                return Err(ApiError::bad_request(
+                    "google-service-account-json credentials: credentials must be the key file's JSON object, as text, at most 64 KiB",
+                ));
+            }
+            Ok(CredentialKind::GoogleServiceAccount(GoogleServiceAccountJson {
+                credentials: Secret::new(c.credentials),
+            }))
+        }
         other => Err(ApiError::bad_request(format!(
-            "unsupported credentials type {:?}; supported: {AWS_CREDENTIALS}, psk, x509",
+            "unsupported credentials type {:?}; supported: {AWS_CREDENTIALS}, psk, x509, azure-credentials, google-service-account-json",
             other.chars().take(64).collect::<String>()
         ))),
     }

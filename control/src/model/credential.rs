@@ -61,6 +61,14 @@ pub enum CredentialKind {
     Psk(PskCredentials),
     /// Client certificate (SORACOM type `x509`): Beam's upstream mTLS.
     X509(X509Credentials),
+    /// Azure shared access policy (SORACOM type `azure-credentials`): Funnel
+    /// to Event Hubs signs SAS tokens with it.
+    #[serde(rename = "azure-credentials")]
+    Azure(AzureCredentials),
+    /// A Google service account key file (SORACOM type
+    /// `google-service-account-json`): Funnel to Pub/Sub.
+    #[serde(rename = "google-service-account-json")]
+    GoogleServiceAccount(GoogleServiceAccountJson),
 }
 
 impl CredentialKind {
@@ -70,6 +78,8 @@ impl CredentialKind {
             Self::Aws(_) => "aws-credentials",
             Self::Psk(_) => "psk",
             Self::X509(_) => "x509",
+            Self::Azure(_) => "azure-credentials",
+            Self::GoogleServiceAccount(_) => "google-service-account-json",
         }
     }
 }
@@ -94,6 +104,24 @@ pub struct X509Credentials {
     pub cert: String,
     /// Private key (PEM).
     pub key: Secret,
+}
+
+/// `{"type":"azure-credentials","credentials":{"policyName","key"}}`: a
+/// shared access policy's name and its key (secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureCredentials {
+    #[serde(alias = "policyName")]
+    pub policy_name: String,
+    pub key: Secret,
+}
+
+/// `{"type":"google-service-account-json","credentials":{"credentials":"<JSON
+/// key file>"}}`: the whole key file is secret (it holds the private key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleServiceAccountJson {
+    pub credentials: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

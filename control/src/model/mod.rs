@@ -14,7 +14,8 @@ pub use beam::{
     DestinationParts, HeaderAction, IMSI_PLACEHOLDER,
 };
 pub use credential::{
-    AwsCredentials, Credential, CredentialKind, PskCredentials, Secret, X509Credentials,
+    AwsCredentials, AzureCredentials, Credential, CredentialKind, GoogleServiceAccountJson,
+    PskCredentials, Secret, X509Credentials,
 };
 pub use ids::{CredentialId, GroupId, IdError, Imei, Imsi, Msisdn, OperatorId, SimId};
 

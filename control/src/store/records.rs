@@ -15,8 +15,8 @@ use super::state::{StaticSession, TokenRecord};
 use super::token::TokenDigest;
 use super::{Stamped, StoreError};
 use crate::model::{
-    AwsCredentials, Credential, CredentialId, CredentialKind, Imei, Imsi, Msisdn, PskCredentials,
-    Secret, X509Credentials,
+    AwsCredentials, AzureCredentials, Credential, CredentialId, CredentialKind,
+    GoogleServiceAccountJson, Imei, Imsi, Msisdn, PskCredentials, Secret, X509Credentials,
 };
 
 /// A stamped entity as written: `{"value":…,"createdAt":…,"lastModifiedAt":…}`.
@@ -107,6 +107,23 @@ enum CredentialRecord {
         created_at: u64,
         last_modified_at: u64,
     },
+    #[serde(rename = "azure-credentials", rename_all = "camelCase")]
+    Azure {
+        policy_name: String,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        created_at: u64,
+        last_modified_at: u64,
+    },
+    #[serde(rename = "google-service-account-json", rename_all = "camelCase")]
+    GoogleServiceAccount {
+        credentials: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        created_at: u64,
+        last_modified_at: u64,
+    },
 }
 
 pub(crate) fn encode_credential(c: &Stamped<Credential>) -> Result<Vec<u8>, StoreError> {
@@ -131,6 +148,19 @@ pub(crate) fn encode_credential(c: &Stamped<Credential>) -> Result<Vec<u8>, Stor
             ca: x.ca.clone(),
             cert: x.cert.clone(),
             key: x.key.expose().to_owned(),
+            description,
+            created_at,
+            last_modified_at,
+        },
+        CredentialKind::Azure(a) => CredentialRecord::Azure {
+            policy_name: a.policy_name.clone(),
+            key: a.key.expose().to_owned(),
+            description,
+            created_at,
+            last_modified_at,
+        },
+        CredentialKind::GoogleServiceAccount(g) => CredentialRecord::GoogleServiceAccount {
+            credentials: g.credentials.expose().to_owned(),
             description,
             created_at,
             last_modified_at,
@@ -193,6 +223,34 @@ pub(crate) fn decode_credential(
                 ca,
                 cert,
                 key: Secret::new(key),
+            }),
+            description,
+            created_at,
+            last_modified_at,
+        ),
+        CredentialRecord::Azure {
+            policy_name,
+            key,
+            description,
+            created_at,
+            last_modified_at,
+        } => (
+            CredentialKind::Azure(AzureCredentials {
+                policy_name,
+                key: Secret::new(key),
+            }),
+            description,
+            created_at,
+            last_modified_at,
+        ),
+        CredentialRecord::GoogleServiceAccount {
+            credentials,
+            description,
+            created_at,
+            last_modified_at,
+        } => (
+            CredentialKind::GoogleServiceAccount(GoogleServiceAccountJson {
+                credentials: Secret::new(credentials),
             }),
             description,
             created_at,
