@@ -165,6 +165,9 @@ imsi = "{IMSI}"
     )
     .await;
     assert_eq!(status, 401);
-    assert!(err["code"].is_string() && err["message"].is_string(), "{err}");
+    assert!(
+        err["code"].is_string() && err["message"].is_string(),
+        "{err}"
+    );
     run.server.shutdown().await;
 }
