@@ -122,8 +122,54 @@ async fn accept_loop(
     kind: HttpListener,
     limits: HttpLimits,
     services: Arc<Services>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    let metrics = Arc::clone(&services.metrics);
+    let accept = AcceptLimits {
+        name: kind.name(),
+        protocol: "http",
+        max_connections: limits.max_connections,
+        header_timeout: limits.header_timeout,
+    };
+    serve_http1(listener, accept, &metrics, shutdown, move |peer| {
+        let services = Arc::clone(&services);
+        service_fn(move |req| {
+            let services = Arc::clone(&services);
+            async move { Ok::<_, Infallible>(handle(req, kind, peer, limits, &services).await) }
+        })
+    })
+    .await;
+}
+
+/// What every HTTP/1.1 listener (devices, Beam, API) bounds.
+#[derive(Debug, Clone, Copy)]
+struct AcceptLimits {
+    /// Listener name, for logs.
+    name: &'static str,
+    /// `protocol` label of `too_many_connections` refusals.
+    protocol: &'static str,
+    max_connections: usize,
+    header_timeout: Duration,
+}
+
+/// The accept loop shared by the HTTP listeners: at most
+/// `max_connections` connections (more are closed at once and counted),
+/// a header read timeout, graceful shutdown (requests in progress get up
+/// to 10 s). `service` makes each connection's hyper service.
+async fn serve_http1<S, B>(
+    listener: TcpListener,
+    limits: AcceptLimits,
+    metrics: &crate::metrics::Metrics,
+    mut shutdown: watch::Receiver<bool>,
+    service: impl Fn(SocketAddr) -> S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -131,7 +177,8 @@ async fn accept_loop(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(listener = kind.name(), error = %e, "http accept failed");
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = limits.name, error = %e, "http accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -139,26 +186,20 @@ async fn accept_loop(
             _ = shutdown.changed() => break,
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            services
-                .metrics
-                .reject("http", "too_many_connections", peer);
+            metrics.reject(limits.protocol, "too_many_connections", peer);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc_services = Arc::clone(&services);
-        let svc = service_fn(move |req| {
-            let services = Arc::clone(&svc_services);
-            async move { Ok::<_, Infallible>(handle(req, kind, peer, limits, &services).await) }
-        });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), svc);
+            .serve_connection(TokioIo::new(stream), service(peer));
         let conn = graceful.watch(conn);
+        let name = limits.name;
         tokio::spawn(async move {
             let _permit = permit;
             if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+                tracing::debug!(listener = name, %peer, error = %e, "http connection ended with an error");
             }
         });
     }
@@ -186,46 +227,23 @@ pub async fn serve_api(
     app: axum::Router,
     limits: ApiLimits,
     metrics: Arc<crate::metrics::Metrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     use tower::ServiceExt as _;
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "API accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            metrics.reject("api", "too_many_connections", peer);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    let accept = AcceptLimits {
+        name: "api",
+        protocol: "api",
+        max_connections: limits.max_connections,
+        header_timeout: limits.header_timeout,
+    };
+    serve_http1(listener, accept, &metrics, shutdown, move |_peer| {
         let app = app.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
+        service_fn(move |req: Request<Incoming>| {
             let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, limits.body_timeout)));
             app.clone().oneshot(req)
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "API connection ended with an error");
-            }
-        });
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+        })
+    })
+    .await;
 }
 
 /// A request body that fails (`TimedOut`) if it has not ended by its
