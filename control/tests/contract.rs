@@ -1,6 +1,12 @@
 //! Contract test: simgate's OpenAPI against SORACOM's own
 //! (`shared/reference/soracom-api.en.yaml`, or `$SORACOM_API_YAML`).
 //!
+//! Where SORACOM's file is not beside the checkout (a CI clone), the test
+//! uses `tests/data/soracom-contract.json`: the same spec cut down to the
+//! paths simgate implements and the schemas they reference, without prose.
+//! Where the file is there, the test also checks that this extract is what
+//! the file gives (`SIMGATE_UPDATE_CONTRACT=1` rewrites it).
+//!
 //! For every `/v1/…` operation simgate describes that SORACOM also has (its
 //! paths are relative to `/v1`): the same method, the same path parameter
 //! names, query parameters SORACOM knows (simgate may have fewer), request
@@ -20,17 +26,134 @@ const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
 
 /// `$SORACOM_API_YAML`, else `shared/reference/soracom-api.en.yaml` beside
 /// the checkout or beside any folder above it (the project's `shared/`).
-fn soracom_yaml() -> PathBuf {
+/// `SORACOM_API_YAML=` (empty) uses the committed extract alone.
+fn soracom_yaml() -> Option<PathBuf> {
     const REL: &str = "shared/reference/soracom-api.en.yaml";
     if let Some(p) = std::env::var_os("SORACOM_API_YAML") {
-        return PathBuf::from(p);
+        return (!p.is_empty()).then(|| PathBuf::from(p));
     }
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .map(|d| d.join(REL))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| manifest.join("../..").join(REL))
+}
+
+/// The committed extract of SORACOM's spec.
+fn fixture_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/soracom-contract.json")
+}
+
+/// SORACOM paths the extract keeps: every resource simgate serves.
+const FIXTURE_PREFIXES: [&str; 8] = [
+    "/auth",
+    "/groups",
+    "/subscribers",
+    "/credentials",
+    "/data",
+    "/operators/{operator_id}/auth_keys",
+    "/sessions",
+    "/tokens",
+];
+
+/// Keys of prose and examples, dropped from the extract (kept when they
+/// name a property).
+const PROSE: [&str; 6] = [
+    "description",
+    "summary",
+    "example",
+    "examples",
+    "externalDocs",
+    "x-soracom-cli",
+];
+
+fn under_prefix(path: &str) -> bool {
+    FIXTURE_PREFIXES
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+}
+
+/// `v` without prose; inside `properties` the keys are field names, kept.
+fn strip(v: &Value, field_names: bool) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| {
+                    field_names || !(PROSE.contains(&k.as_str()) || k.starts_with("x-soracom-cli"))
+                })
+                .map(|(k, v)| (k.clone(), strip(v, !field_names && k == "properties")))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|v| strip(v, false)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Every `#/…` reference in `v`.
+fn refs(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                out.insert(r.to_owned());
+            }
+            m.values().for_each(|v| refs(v, out));
+        }
+        Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+/// SORACOM's spec cut down to [`FIXTURE_PREFIXES`] and what they reference.
+fn extract(full: &Value) -> Value {
+    let mut doc = serde_json::Map::new();
+    let paths: serde_json::Map<String, Value> = full["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(p, _)| under_prefix(p))
+        .map(|(p, v)| (p.clone(), strip(v, false)))
+        .collect();
+    let mut pending = BTreeSet::new();
+    paths.values().for_each(|v| refs(v, &mut pending));
+    let mut seen = BTreeSet::new();
+    let mut components = Value::Object(serde_json::Map::new());
+    while let Some(r) = pending.pop_first() {
+        if !seen.insert(r.clone()) {
+            continue;
+        }
+        let Some(ptr) = r.strip_prefix('#') else {
+            continue;
+        };
+        let Some(target) = full.pointer(ptr) else {
+            continue;
+        };
+        let target = strip(target, false);
+        refs(&target, &mut pending);
+        // `#/components/schemas/X` → components.schemas.X
+        let mut at = &mut components;
+        let parts: Vec<&str> = ptr.trim_start_matches("/components/").split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let obj = at.as_object_mut().expect("components are objects");
+            if i + 1 == parts.len() {
+                obj.insert((*part).to_owned(), target.clone());
+                break;
+            }
+            at = obj
+                .entry((*part).to_owned())
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        }
+    }
+    doc.insert(
+        "x-simgate-source".into(),
+        Value::String(
+            "Extract of soracom-api.en.yaml (soracom/soracom-cli, MIT licence, Copyright (c) 2015 \
+             Soracom, Inc.; see soracom-api.LICENSE): paths, parameters and schemas only, \
+             regenerated by control/tests/contract.rs with SIMGATE_UPDATE_CONTRACT=1"
+                .into(),
+        ),
+    );
+    doc.insert("paths".into(), Value::Object(paths));
+    doc.insert("components".into(), components);
+    Value::Object(doc)
 }
 
 /// YAML → JSON, with non-string keys (e.g. response codes) as strings.
@@ -61,14 +184,37 @@ fn to_json(v: serde_yaml::Value) -> Value {
 }
 
 fn load_soracom() -> Value {
-    let path = soracom_yaml();
+    let fixture = fixture_path();
+    let Some(path) = soracom_yaml() else {
+        let text = std::fs::read_to_string(&fixture)
+            .unwrap_or_else(|e| panic!("no SORACOM OpenAPI and no {}: {e}", fixture.display()));
+        return serde_json::from_str(&text).expect("the extract is JSON");
+    };
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "read SORACOM's OpenAPI at {} (set SORACOM_API_YAML): {e}",
             path.display()
         )
     });
-    to_json(serde_yaml::from_str(&text).expect("SORACOM's OpenAPI is YAML"))
+    let full = to_json(serde_yaml::from_str(&text).expect("SORACOM's OpenAPI is YAML"));
+    let fresh = extract(&full);
+    let committed: Option<Value> = std::fs::read_to_string(&fixture)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    if committed.as_ref() != Some(&fresh) {
+        if std::env::var("SIMGATE_UPDATE_CONTRACT").as_deref() == Ok("1") {
+            let mut text = serde_json::to_string_pretty(&fresh).expect("JSON");
+            text.push('\n');
+            std::fs::write(&fixture, text).expect("write the extract");
+        } else {
+            panic!(
+                "{} is not the extract of {}: rerun with SIMGATE_UPDATE_CONTRACT=1 and commit it",
+                fixture.display(),
+                path.display()
+            );
+        }
+    }
+    full
 }
 
 /// One OpenAPI document and its `$ref` resolution.
@@ -320,7 +466,28 @@ fn check(ours_root: &Value, theirs_root: &Value) -> (Vec<String>, usize, usize) 
 fn control_api_matches_soracom() {
     let theirs = load_soracom();
     let ours = serde_json::to_value(simgate_control::api::openapi()).expect("OpenAPI as JSON");
+    // The extract must cover every resource simgate serves, or a route
+    // could pass as "not SORACOM's" in a checkout without the full spec.
+    for path in ours["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(p, _)| p)
+    {
+        let rel = path.strip_prefix("/v1").unwrap_or(path);
+        assert!(
+            under_prefix(rel) || path == "/openapi.json",
+            "{path}: add its prefix to FIXTURE_PREFIXES"
+        );
+    }
+    // And the checks give the same answer on the extract as on the full spec.
+    let extracted = extract(&theirs);
     let (errors, matched, extensions) = check(&ours, &theirs);
+    assert_eq!(
+        check(&ours, &extracted),
+        (errors.clone(), matched, extensions),
+        "the extract and the full spec disagree"
+    );
     println!("{matched} operations compared with SORACOM's, {extensions} simgate extensions");
     for e in &errors {
         println!("MISMATCH {e}");
