@@ -158,7 +158,7 @@ impl AwsJsonClient {
     /// `max_response` bytes of body). Timeouts, connection, TLS and
     /// transport errors are [`FailureKind::Transient`] (labelled as
     /// [`UpstreamError::label`]); the HTTP status is left to the caller.
-    pub(crate) async fn call(
+    pub async fn call(
         &self,
         target: &str,
         body: Bytes,
