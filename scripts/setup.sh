@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what simgate's tests need on a fresh machine: Debian packages, the
-# kinesalite Kinesis emulator (npm), schemathesis (pip, into .tools/venv)
+# kinesalite Kinesis emulator (npm), schemathesis and moto (pip, into .tools/venv)
 # and, for fuzzing, cargo-fuzz.
 # Idempotent: already-installed pieces are skipped.
 set -euo pipefail
@@ -35,6 +35,14 @@ if ! .tools/venv/bin/schemathesis --version >/dev/null 2>&1; then
   echo "setup: installing schemathesis into .tools/venv"
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q "schemathesis==4.*"
+fi
+
+# The Firehose end-to-end test (dataplane/tests/e2e_firehose.rs) runs moto's
+# AWS emulator (S3 + Firehose) from the same venv.
+if ! .tools/venv/bin/moto_server --help >/dev/null 2>&1; then
+  echo "setup: installing moto[server] into .tools/venv"
+  [ -x .tools/venv/bin/pip ] || python3 -m venv .tools/venv
+  .tools/venv/bin/pip install -q "moto[server]==5.*"
 fi
 
 if [ "${WITH_FUZZ:-0}" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then

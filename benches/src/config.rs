@@ -1,6 +1,6 @@
 //! A simgate configuration for the Funnel benchmarks: one subscriber per
 //! simulated SIM with a static session on its source address, all in one
-//! group whose Funnel delivers to the in-process null sink (or, with
+//! group whose Funnel delivers to the in-process discard sink (or, with
 //! `--endpoint refused`, to a Kinesis endpoint that refuses connections: a
 //! sink outage).
 
@@ -34,10 +34,12 @@ pub(crate) struct ConfigArgs {
     /// `[funnel] spool_max_bytes`; unset: simgate's default.
     #[arg(long)]
     spool_max_bytes: Option<u64>,
-    /// The destination's `endpoint`: `null:` (the in-process null sink), an
-    /// `http://` URL, or `refused`: a loopback port nothing listens on, so
-    /// every connection is refused (an outage of the sink).
-    #[arg(long, default_value = "null:")]
+    /// Where Funnel delivers: `discard` (a `service = "discard"`
+    /// destination: the in-process sink that keeps nothing; `null:` is
+    /// accepted as its old name), a Kinesis endpoint URL, or `refused`: a
+    /// loopback port nothing listens on, so every connection is refused (an
+    /// outage of the sink).
+    #[arg(long, default_value = DISCARD)]
     endpoint: String,
 }
 
@@ -56,6 +58,9 @@ impl Durability {
         }
     }
 }
+
+/// `--endpoint` value for the discard sink.
+const DISCARD: &str = "discard";
 
 /// Port 1 (tcpmux) on loopback: below the ephemeral range, so simgate's own
 /// outgoing connections can never land on it (a loopback connect to a port
@@ -78,6 +83,8 @@ pub(crate) fn run(a: &ConfigArgs) -> anyhow::Result<()> {
             "something listens on {REFUSED_ENDPOINT}: cannot simulate a refusing sink there"
         );
         format!("http://{REFUSED_ENDPOINT}")
+    } else if a.endpoint == "null:" {
+        DISCARD.to_owned()
     } else {
         a.endpoint.clone()
     };
@@ -137,7 +144,7 @@ fn render(a: &ConfigArgs, endpoint: &str, ports: [SocketAddr; 4]) -> anyhow::Res
             writeln!(t, "spool_max_bytes = {max}")?;
         }
     }
-    // Dummy credentials: the null sink ignores them, and a refusing
+    // Dummy credentials: the discard sink ignores them, and a refusing
     // endpoint never gets as far as checking a signature.
     t.push_str(
         r#"
@@ -160,11 +167,18 @@ enabled = true
 credentials_id = "null"
 "#,
     );
-    writeln!(
-        t,
-        "destination = {{ service = \"kinesis\", resource_url = \"https://kinesis.us-east-1.amazonaws.com/bench\", endpoint = {} }}",
-        toml_string(endpoint)
-    )?;
+    if endpoint == DISCARD {
+        writeln!(
+            t,
+            "destination = {{ service = \"discard\", resource_url = \"https://kinesis.us-east-1.amazonaws.com/bench\" }}"
+        )?;
+    } else {
+        writeln!(
+            t,
+            "destination = {{ service = \"kinesis\", resource_url = \"https://kinesis.us-east-1.amazonaws.com/bench\", endpoint = {} }}",
+            toml_string(endpoint)
+        )?;
+    }
     for i in 0..a.sources {
         writeln!(
             t,
@@ -243,10 +257,13 @@ mod tests {
             udp_workers: 2,
             durability: None,
             spool_max_bytes: None,
-            endpoint: "null:".to_owned(),
+            endpoint: DISCARD.to_owned(),
         };
         let ports = free_ports()?;
-        let config = simgate_control::Config::parse(&render(&a, "null:", ports)?)?;
+        let text = render(&a, DISCARD, ports)?;
+        assert!(text.contains(r#"service = "discard""#), "{text}");
+        assert!(!text.contains("endpoint ="), "{text}");
+        let config = simgate_control::Config::parse(&text)?;
         assert_eq!(config.listen.unified, Some(ports[1]));
         assert_eq!(config.sessions.len(), 1000);
         assert_eq!(config.static_sessions().count(), 1000);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use simgate::server::{self, Server};
-use simgate::sinks::factory::SinkFactory;
+use simgate::sinks::factory::{SinkBuildError, SinkFactory};
 use simgate::sinks::{BatchLimits, BatchOutcome, RecordOutcome, Sink, SinkFuture, SinkRecord};
 use simgate_control::{Config, Credential, Destination};
 
@@ -81,7 +81,7 @@ impl SinkFactory for Factory {
         _: &Destination,
         _: Option<&Credential>,
         _: Duration,
-    ) -> Result<Arc<dyn Sink>, String> {
+    ) -> Result<Arc<dyn Sink>, SinkBuildError> {
         Ok(Arc::clone(&self.0) as Arc<dyn Sink>)
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use simgate::server;
-use simgate::sinks::factory::SinkFactory;
+use simgate::sinks::factory::{SinkBuildError, SinkFactory};
 use simgate::sinks::{
     BatchLimits, BatchOutcome, FailureKind, RecordOutcome, RetryReason, Sink, SinkError,
     SinkFuture, SinkRecord,
@@ -113,7 +113,7 @@ impl SinkFactory for Factory {
         _: &Destination,
         _: Option<&Credential>,
         _: Duration,
-    ) -> Result<Arc<dyn Sink>, String> {
+    ) -> Result<Arc<dyn Sink>, SinkBuildError> {
         self.1.fetch_add(1, Ordering::SeqCst);
         Ok(Arc::clone(&self.0) as Arc<dyn Sink>)
     }
@@ -418,8 +418,8 @@ impl SinkFactory for Broken {
         _: &Destination,
         _: Option<&Credential>,
         _: Duration,
-    ) -> Result<Arc<dyn Sink>, String> {
-        Err("no such service".into())
+    ) -> Result<Arc<dyn Sink>, SinkBuildError> {
+        Err(SinkBuildError::Other("no such service".into()))
     }
 }
 

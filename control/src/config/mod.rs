@@ -340,8 +340,8 @@ impl Default for HarvestSettings {
 }
 
 /// Whether a Funnel `destination.endpoint` override may be used: `https://`
-/// (or anything that is not plain HTTP, such as the `null:` discard sink)
-/// always; `http://` only when `allow_insecure` (`[funnel]
+/// (or anything else that is not plain HTTP; the sink refuses what it
+/// cannot use) always; `http://` only when `allow_insecure` (`[funnel]
 /// allow_insecure_endpoints = true`, for emulators), since records and
 /// their SigV4-signed requests would cross the network in clear text.
 /// Called for the configuration file and for API writes.

@@ -286,6 +286,10 @@ pub enum SinkService {
     AwsIot,
     Eventhubs,
     Pubsub,
+    /// simgate's own: accept every record and keep nothing (benchmarks that
+    /// measure simgate without a cloud behind it). Not a SORACOM service;
+    /// `resource_url` is only a label, credentials are not used.
+    Discard,
 }
 
 impl SinkService {
@@ -296,6 +300,7 @@ impl SinkService {
             Self::AwsIot => "aws-iot",
             Self::Eventhubs => "eventhubs",
             Self::Pubsub => "pubsub",
+            Self::Discard => "discard",
         }
     }
     /// SORACOM's `provider` for the service.
@@ -304,6 +309,7 @@ impl SinkService {
             Self::Kinesis | Self::Firehose | Self::AwsIot => "aws",
             Self::Eventhubs => "azure",
             Self::Pubsub => "google",
+            Self::Discard => "simgate",
         }
     }
 }

@@ -3,15 +3,35 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use simgate_control::{Credential, CredentialKind, Destination, SinkService};
+use simgate_control::{AwsCredentials, Credential, CredentialKind, Destination, SinkService};
 
-use super::kinesis::{parse_resource_url, KinesisSink};
+use super::aws::{AwsConfigError, ResourceUrlError};
+use super::firehose::FirehoseSink;
+use super::kinesis::KinesisSink;
 use super::null::NullSink;
 use super::Sink;
 use crate::upstream::Upstream;
 
-/// The endpoint value that selects the in-process null sink (benchmarks).
-pub const NULL_ENDPOINT: &str = "null:";
+/// Why a destination cannot be turned into a sink.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkBuildError {
+    /// A SORACOM service simgate has no sink for yet.
+    #[error(
+        "Funnel destination service {0:?} is not supported yet (kinesis, firehose and discard are)"
+    )]
+    Unsupported(&'static str),
+    /// The destination needs AWS credentials and has none, or another type.
+    #[error("{service} needs AWS credentials (type = \"aws\")")]
+    NeedsAwsCredentials { service: &'static str },
+    #[error("resourceUrl: {0}")]
+    ResourceUrl(#[from] ResourceUrlError),
+    #[error(transparent)]
+    Aws(#[from] AwsConfigError),
+    /// For test factories that fail on purpose.
+    #[error("{0}")]
+    Other(String),
+}
 
 /// Builds sinks; tests substitute one that injects faults.
 pub trait SinkFactory: Send + Sync + 'static {
@@ -20,7 +40,7 @@ pub trait SinkFactory: Send + Sync + 'static {
         destination: &Destination,
         credential: Option<&Credential>,
         request_timeout: Duration,
-    ) -> Result<Arc<dyn Sink>, String>;
+    ) -> Result<Arc<dyn Sink>, SinkBuildError>;
 }
 
 /// The real sinks, connecting through one [`Upstream`] (shared roots,
@@ -36,27 +56,41 @@ impl DefaultSinkFactory {
     }
 }
 
+/// The AWS credentials of `credential`, or the error naming `service`.
+fn aws_credentials(
+    credential: Option<&Credential>,
+    service: SinkService,
+) -> Result<&AwsCredentials, SinkBuildError> {
+    match credential.map(|c| &c.kind) {
+        Some(CredentialKind::Aws(aws)) => Ok(aws),
+        _ => Err(SinkBuildError::NeedsAwsCredentials {
+            service: service.as_str(),
+        }),
+    }
+}
+
+/// The destination's `endpoint` override, else `https://{service}.{region}.amazonaws.com`.
+fn aws_endpoint(destination: &Destination, service: &str, region: &str) -> String {
+    destination
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://{service}.{region}.amazonaws.com"))
+}
+
 impl SinkFactory for DefaultSinkFactory {
     fn build(
         &self,
         destination: &Destination,
         credential: Option<&Credential>,
         request_timeout: Duration,
-    ) -> Result<Arc<dyn Sink>, String> {
-        if destination.endpoint.as_deref() == Some(NULL_ENDPOINT) {
-            return Ok(Arc::new(NullSink));
-        }
+    ) -> Result<Arc<dyn Sink>, SinkBuildError> {
         match destination.service {
+            SinkService::Discard => Ok(Arc::new(NullSink)),
             SinkService::Kinesis => {
                 let (region, stream) =
-                    parse_resource_url(&destination.resource_url).map_err(|e| e.to_string())?;
-                let endpoint = destination
-                    .endpoint
-                    .clone()
-                    .unwrap_or_else(|| format!("https://kinesis.{region}.amazonaws.com"));
-                let Some(CredentialKind::Aws(aws)) = credential.map(|c| &c.kind) else {
-                    return Err("kinesis needs AWS credentials (type = \"aws\")".to_owned());
-                };
+                    super::kinesis::parse_resource_url(&destination.resource_url)?;
+                let endpoint = aws_endpoint(destination, "kinesis", &region);
+                let aws = aws_credentials(credential, destination.service)?;
                 let sink = KinesisSink::with_upstream(
                     &self.upstream,
                     &endpoint,
@@ -64,15 +98,103 @@ impl SinkFactory for DefaultSinkFactory {
                     stream,
                     aws.clone(),
                     request_timeout,
-                )
-                .map_err(|e| e.to_string())?
+                )?
                 .with_random_partition_keys(destination.randomize_partition_key);
                 Ok(Arc::new(sink))
             }
-            other => Err(format!(
-                "Funnel destination service {:?} is not supported yet (kinesis is)",
-                other.as_str()
-            )),
+            SinkService::Firehose => {
+                let (region, delivery_stream) =
+                    super::firehose::parse_resource_url(&destination.resource_url)?;
+                let endpoint = aws_endpoint(destination, "firehose", &region);
+                let aws = aws_credentials(credential, destination.service)?;
+                let sink = FirehoseSink::with_upstream(
+                    &self.upstream,
+                    &endpoint,
+                    region,
+                    delivery_stream,
+                    aws,
+                    request_timeout,
+                )?;
+                Ok(Arc::new(sink))
+            }
+            other @ (SinkService::AwsIot | SinkService::Eventhubs | SinkService::Pubsub) => {
+                Err(SinkBuildError::Unsupported(other.as_str()))
+            }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use simgate_control::{CredentialId, Secret};
+
+    use super::*;
+
+    fn factory() -> DefaultSinkFactory {
+        DefaultSinkFactory::new(Upstream::shared_default().unwrap())
+    }
+
+    fn aws() -> Credential {
+        Credential {
+            id: CredentialId::parse("c").unwrap(),
+            description: None,
+            kind: CredentialKind::Aws(AwsCredentials {
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: Secret::new("s"),
+                session_token: None,
+            }),
+        }
+    }
+
+    fn build(d: &Destination, c: Option<&Credential>) -> Result<&'static str, SinkBuildError> {
+        factory()
+            .build(d, c, Duration::from_secs(1))
+            .map(|s| s.kind())
+    }
+
+    #[tokio::test]
+    async fn builds_each_sink_or_says_why_not() {
+        let kinesis = Destination::new(
+            SinkService::Kinesis,
+            "https://kinesis.us-east-1.amazonaws.com/s",
+        );
+        let firehose = Destination::new(
+            SinkService::Firehose,
+            "https://firehose.us-east-1.amazonaws.com/s",
+        );
+        assert_eq!(build(&kinesis, Some(&aws())).unwrap(), "kinesis");
+        assert_eq!(build(&firehose, Some(&aws())).unwrap(), "firehose");
+        let discard = Destination::new(SinkService::Discard, "bench");
+        assert_eq!(build(&discard, None).unwrap(), "null");
+
+        assert!(matches!(
+            build(&firehose, None),
+            Err(SinkBuildError::NeedsAwsCredentials {
+                service: "firehose"
+            })
+        ));
+        let wrong = Destination::new(
+            SinkService::Firehose,
+            "https://kinesis.us-east-1.amazonaws.com/s",
+        );
+        assert!(matches!(
+            build(&wrong, Some(&aws())),
+            Err(SinkBuildError::ResourceUrl(
+                ResourceUrlError::NotServiceHost { .. }
+            ))
+        ));
+        let pubsub = Destination::new(SinkService::Pubsub, "https://pubsub.googleapis.com/x");
+        assert!(matches!(
+            build(&pubsub, Some(&aws())),
+            Err(SinkBuildError::Unsupported("pubsub"))
+        ));
+        // The old magic endpoint is no longer special: it is not a URL.
+        let mut old = kinesis.clone();
+        old.endpoint = Some("null:".into());
+        assert!(matches!(
+            build(&old, Some(&aws())),
+            Err(SinkBuildError::Aws(_))
+        ));
     }
 }

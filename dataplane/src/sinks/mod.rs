@@ -2,7 +2,9 @@
 //! (pure), its client (I/O) and its limits as constants; all of them answer a
 //! batch with one outcome per record so that only failed records are retried.
 
+pub mod aws;
 pub mod factory;
+pub mod firehose;
 pub mod kinesis;
 pub mod null;
 

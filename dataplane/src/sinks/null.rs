@@ -1,5 +1,5 @@
 //! A sink that accepts everything and keeps nothing: for benchmarks that
-//! measure simgate without a cloud behind it (`endpoint = "null:"`).
+//! measure simgate without a cloud behind it (`service = "discard"`).
 
 use super::{BatchLimits, BatchOutcome, RecordOutcome, Sink, SinkFuture, SinkRecord};
 

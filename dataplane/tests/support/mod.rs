@@ -5,6 +5,7 @@
 pub(crate) mod certs;
 pub(crate) mod kinesalite;
 pub(crate) mod mosquitto;
+pub(crate) mod moto;
 pub(crate) mod nginx;
 pub(crate) mod process;
 pub(crate) mod tls_echo;

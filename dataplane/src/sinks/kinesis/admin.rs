@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 use simgate_control::AwsCredentials;
 
-use super::client::{AwsJsonClient, AwsResponse, KinesisConfigError};
+use super::client::KinesisConfigError;
+use crate::sinks::aws::{AwsJsonClient, AwsResponse};
 use crate::sinks::SinkError;
 use crate::upstream::Upstream;
 

@@ -1,284 +1,23 @@
-//! The I/O half of the Kinesis sink: a small SigV4-signing client for the AWS
-//! JSON protocol (shared with [`super::admin`]) and [`KinesisSink`], which
-//! sends one PutRecords per batch.
+//! The I/O half of the Kinesis sink: [`KinesisSink`], which sends one
+//! PutRecords per batch through the shared [`AwsJsonClient`].
 
-use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4::SigningParams;
-use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, HOST};
-use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Limited};
+use http::Uri;
 use simgate_control::AwsCredentials;
 
-use super::request::{self, ResourceUrlError};
-use crate::sinks::{
-    BatchLimits, BatchOutcome, FailureKind, Sink, SinkError, SinkFuture, SinkRecord,
-};
-use crate::upstream::error::error_chain;
-use crate::upstream::{full_body, HttpClient, Upstream, UpstreamConfigError, UpstreamError};
+use super::request;
+use crate::sinks::aws::{AwsConfigError, AwsJsonClient};
+use crate::sinks::{BatchLimits, BatchOutcome, Sink, SinkFuture, SinkRecord};
+use crate::upstream::Upstream;
+
+/// Kept for callers of the time when the client lived here.
+pub type KinesisConfigError = AwsConfigError;
 
 /// Largest PutRecords response we read: 500 results with error messages are
 /// well under 200 KiB; anything bigger is not Kinesis talking.
 const MAX_PUT_RECORDS_RESPONSE: usize = 1 << 20;
-
-/// Why a Kinesis client could not be built from its configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KinesisConfigError {
-    #[error("invalid endpoint {endpoint:?}: {reason}")]
-    InvalidEndpoint { endpoint: String, reason: String },
-    #[error("endpoint scheme must be http or https, not {0:?}")]
-    UnsupportedScheme(String),
-    #[error("region must not be empty")]
-    EmptyRegion,
-    #[error("invalid stream name {0:?}: 1 to 128 characters of a-z, A-Z, 0-9, '_', '.', '-'")]
-    InvalidStreamName(String),
-    #[error(transparent)]
-    ResourceUrl(#[from] ResourceUrlError),
-    #[error(transparent)]
-    Upstream(#[from] UpstreamConfigError),
-}
-
-/// A response of the AWS JSON protocol, read completely.
-#[derive(Debug)]
-pub(crate) struct AwsResponse {
-    pub(crate) status: StatusCode,
-    /// `x-amzn-ErrorType`, if present.
-    pub(crate) error_type: Option<String>,
-    pub(crate) body: Bytes,
-}
-
-impl AwsResponse {
-    /// The failure this non-2xx response stands for.
-    pub(crate) fn error(&self) -> SinkError {
-        request::classify_error(self.status.as_u16(), self.error_type.as_deref(), &self.body)
-    }
-}
-
-/// A client for one AWS service endpoint speaking the JSON protocol
-/// (`POST /`, `X-Amz-Target`), signing every request with SigV4 at the time
-/// it is sent. Cheap to share: hold it in an `Arc` or clone it (the
-/// connection pool is shared between clones).
-#[derive(Clone)]
-pub(crate) struct AwsJsonClient {
-    http: HttpClient,
-    /// `scheme://authority/`: the JSON protocol always posts to `/`.
-    uri: Uri,
-    /// The Host header exactly as signed (no default port).
-    host: HeaderValue,
-    region: String,
-    service: &'static str,
-    identity: Identity,
-    timeout: Duration,
-}
-
-impl fmt::Debug for AwsJsonClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Deliberately no identity: it holds the secret key.
-        f.debug_struct("AwsJsonClient")
-            .field("uri", &self.uri)
-            .field("region", &self.region)
-            .field("service", &self.service)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AwsJsonClient {
-    /// `endpoint` is `http://` (emulators) or `https://` (verified as
-    /// `upstream` verifies); only its scheme and authority are used.
-    pub(crate) fn new(
-        upstream: &Upstream,
-        endpoint: &str,
-        region: String,
-        service: &'static str,
-        credentials: &AwsCredentials,
-        timeout: Duration,
-    ) -> Result<Self, KinesisConfigError> {
-        let invalid = |reason: String| KinesisConfigError::InvalidEndpoint {
-            endpoint: endpoint.to_owned(),
-            reason,
-        };
-        let parsed: Uri = endpoint
-            .trim()
-            .parse()
-            .map_err(|e| invalid(format!("{e}")))?;
-        let scheme = match parsed.scheme_str() {
-            Some(s @ ("http" | "https")) => s.to_owned(),
-            Some(other) => return Err(KinesisConfigError::UnsupportedScheme(other.to_owned())),
-            None => return Err(invalid("no scheme (expected http:// or https://)".into())),
-        };
-        let authority = parsed
-            .authority()
-            .ok_or_else(|| invalid("no host".into()))?;
-        let host = authority.host();
-        // Host header as hyper and aws-sigv4 both write it: the port only
-        // when it is not the scheme's default.
-        let host_header = match (authority.port_u16(), scheme.as_str()) {
-            (Some(80), "http") | (Some(443), "https") | (None, _) => host.to_owned(),
-            (Some(port), _) => format!("{host}:{port}"),
-        };
-        let host = HeaderValue::from_str(&host_header).map_err(|e| invalid(format!("{e}")))?;
-        let uri = Uri::builder()
-            .scheme(scheme.as_str())
-            .authority(authority.as_str())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| invalid(format!("{e}")))?;
-        if region.trim().is_empty() {
-            return Err(KinesisConfigError::EmptyRegion);
-        }
-
-        let identity: Identity = aws_credential_types::Credentials::new(
-            credentials.access_key_id.clone(),
-            credentials.secret_access_key.expose().to_owned(),
-            credentials
-                .session_token
-                .as_ref()
-                .map(|t| t.expose().to_owned()),
-            None,
-            "simgate",
-        )
-        .into();
-
-        Ok(Self {
-            http: upstream.http().clone(),
-            uri,
-            host,
-            region,
-            service,
-            identity,
-            timeout,
-        })
-    }
-
-    /// Sends one signed request and reads the whole response (at most
-    /// `max_response` bytes of body). Timeouts, connection, TLS and
-    /// transport errors are [`FailureKind::Transient`] (labelled as
-    /// [`UpstreamError::label`]); the HTTP status is left to the caller.
-    pub(crate) async fn call(
-        &self,
-        target: &str,
-        body: Bytes,
-        max_response: usize,
-    ) -> Result<AwsResponse, SinkError> {
-        let req = self.signed_request(target, body, SystemTime::now())?;
-        match tokio::time::timeout(self.timeout, self.send(req, max_response)).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(SinkError {
-                kind: FailureKind::Transient,
-                reason: "timeout",
-                message: format!("no complete response within {:?}", self.timeout),
-            }),
-        }
-    }
-
-    async fn send(
-        &self,
-        req: Request<Bytes>,
-        max_response: usize,
-    ) -> Result<AwsResponse, SinkError> {
-        let resp = self
-            .http
-            .request(req.map(full_body))
-            .await
-            .map_err(transport_failure)?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, max_response)
-            .collect()
-            .await
-            .map_err(|e| {
-                let too_large = e.is::<http_body_util::LengthLimitError>();
-                SinkError {
-                    kind: FailureKind::Transient,
-                    reason: if too_large {
-                        "response_too_large"
-                    } else {
-                        "http"
-                    },
-                    message: format!("reading response body: {}", error_chain(&*e)),
-                }
-            })?
-            .to_bytes();
-        let error_type = parts
-            .headers
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Ok(AwsResponse {
-            status: parts.status,
-            error_type,
-            body,
-        })
-    }
-
-    /// Builds the request for `target` and signs it for time `now`.
-    fn signed_request(
-        &self,
-        target: &str,
-        body: Bytes,
-        now: SystemTime,
-    ) -> Result<Request<Bytes>, SinkError> {
-        let signing_failed = |message: String| SinkError {
-            kind: FailureKind::Permanent,
-            reason: "signing",
-            message,
-        };
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(self.uri.clone())
-            .header(HOST, self.host.clone())
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static(request::CONTENT_TYPE),
-            )
-            .header("x-amz-target", target)
-            .body(body.clone())
-            .map_err(|e| signing_failed(format!("building request: {e}")))?;
-
-        let params = SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name(self.service)
-            .time(now)
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| signing_failed(format!("signing parameters: {e}")))?
-            .into();
-        let headers = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
-        let signable = SignableRequest::new(
-            req.method().as_str(),
-            req.uri().to_string(),
-            headers,
-            SignableBody::Bytes(&body),
-        )
-        .map_err(|e| signing_failed(format!("{e}")))?;
-        let (instructions, _signature) = sign(signable, &params)
-            .map_err(|e| signing_failed(format!("{e}")))?
-            .into_parts();
-        instructions.apply_to_request_http1x(&mut req);
-        Ok(req)
-    }
-}
-
-/// A failed exchange with the endpoint. Always [`FailureKind::Transient`],
-/// TLS failures included: a certificate problem breaks the destination, not
-/// the records, so they wait for it to be fixed (bounded by their age and
-/// the queue budget) instead of being dead-lettered one by one.
-fn transport_failure(e: UpstreamError) -> SinkError {
-    SinkError {
-        kind: FailureKind::Transient,
-        reason: e.label(),
-        message: e.message().to_owned(),
-    }
-}
 
 /// Delivers batches to one Kinesis data stream with PutRecords.
 ///
@@ -327,7 +66,10 @@ impl KinesisSink {
         request_timeout: Duration,
     ) -> Result<Self, KinesisConfigError> {
         if !request::is_valid_stream_name(&stream) {
-            return Err(KinesisConfigError::InvalidStreamName(stream));
+            return Err(AwsConfigError::InvalidStreamName(
+                stream,
+                request::MAX_STREAM_NAME,
+            ));
         }
         let api = AwsJsonClient::new(
             upstream,
@@ -429,11 +171,11 @@ impl Sink for KinesisSink {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::time::UNIX_EPOCH;
-
     use simgate_control::Secret;
 
     use super::*;
+    use crate::sinks::aws::ResourceUrlError;
+    use crate::sinks::FailureKind;
 
     fn creds(token: Option<&str>) -> AwsCredentials {
         AwsCredentials {
@@ -441,144 +183,6 @@ mod tests {
             secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
             session_token: token.map(Secret::new),
         }
-    }
-
-    fn client(endpoint: &str, token: Option<&str>) -> AwsJsonClient {
-        AwsJsonClient::new(
-            &Upstream::shared_default().unwrap(),
-            endpoint,
-            "ap-northeast-1".into(),
-            "kinesis",
-            &creds(token),
-            Duration::from_secs(5),
-        )
-        .unwrap()
-    }
-
-    fn header<'a>(req: &'a Request<Bytes>, name: &str) -> &'a str {
-        req.headers().get(name).unwrap().to_str().unwrap()
-    }
-
-    #[tokio::test]
-    async fn signs_the_headers_it_sends() {
-        let c = client("https://kinesis.ap-northeast-1.amazonaws.com", None);
-        // 2015-08-30T12:36:00Z, the date of the AWS SigV4 test suite.
-        let now = UNIX_EPOCH + Duration::from_secs(1_440_938_160);
-        let req = c
-            .signed_request(request::PUT_RECORDS_TARGET, Bytes::from_static(b"{}"), now)
-            .unwrap();
-        assert_eq!(req.method(), Method::POST);
-        assert_eq!(req.uri(), "https://kinesis.ap-northeast-1.amazonaws.com/");
-        assert_eq!(header(&req, "host"), "kinesis.ap-northeast-1.amazonaws.com");
-        assert_eq!(header(&req, "content-type"), "application/x-amz-json-1.1");
-        assert_eq!(header(&req, "x-amz-target"), "Kinesis_20131202.PutRecords");
-        assert_eq!(header(&req, "x-amz-date"), "20150830T123600Z");
-        let auth = header(&req, "authorization");
-        assert!(
-            auth.starts_with(
-                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/ap-northeast-1/kinesis/aws4_request, \
-                 SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature="
-            ),
-            "{auth}"
-        );
-        assert!(req.headers().get("x-amz-security-token").is_none());
-        // The secret itself never goes on the wire.
-        for (_, v) in req.headers() {
-            assert!(!v.to_str().unwrap().contains("wJalrXUtnFEMI"));
-        }
-        // Signing is deterministic for a given time, and differs per time.
-        let again = c
-            .signed_request(request::PUT_RECORDS_TARGET, Bytes::from_static(b"{}"), now)
-            .unwrap();
-        assert_eq!(header(&again, "authorization"), auth);
-        let later = c
-            .signed_request(
-                request::PUT_RECORDS_TARGET,
-                Bytes::from_static(b"{}"),
-                now + Duration::from_secs(1),
-            )
-            .unwrap();
-        assert_ne!(header(&later, "authorization"), auth);
-    }
-
-    /// HMAC-SHA256 from the SigV4 spec, written out so the test does not
-    /// trust the crate under test.
-    fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-        use sha2::{Digest, Sha256};
-        let mut k = [0u8; 64];
-        if key.len() > 64 {
-            k[..32].copy_from_slice(&Sha256::digest(key));
-        } else {
-            k[..key.len()].copy_from_slice(key);
-        }
-        let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
-        let inner = Sha256::new()
-            .chain_update(pad(0x36))
-            .chain_update(msg)
-            .finalize();
-        Sha256::new()
-            .chain_update(pad(0x5c))
-            .chain_update(inner)
-            .finalize()
-            .to_vec()
-    }
-
-    #[tokio::test]
-    async fn signature_matches_an_independent_computation() {
-        use sha2::{Digest, Sha256};
-        let c = client("https://kinesis.ap-northeast-1.amazonaws.com", None);
-        let now = UNIX_EPOCH + Duration::from_secs(1_440_938_160);
-        let body = br#"{"StreamName":"devices","Records":[]}"#;
-        let req = c
-            .signed_request(request::PUT_RECORDS_TARGET, Bytes::from_static(body), now)
-            .unwrap();
-        let canonical = format!(
-            "POST\n/\n\ncontent-type:application/x-amz-json-1.1\n\
-             host:kinesis.ap-northeast-1.amazonaws.com\nx-amz-date:20150830T123600Z\n\
-             x-amz-target:Kinesis_20131202.PutRecords\n\n\
-             content-type;host;x-amz-date;x-amz-target\n{}",
-            hex::encode(Sha256::digest(body))
-        );
-        let scope = "20150830/ap-northeast-1/kinesis/aws4_request";
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n20150830T123600Z\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        let mut key = b"AWS4wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_vec();
-        for part in ["20150830", "ap-northeast-1", "kinesis", "aws4_request"] {
-            key = hmac(&key, part.as_bytes());
-        }
-        let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
-        assert_eq!(
-            header(&req, "authorization"),
-            format!(
-                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{scope}, \
-                 SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={signature}"
-            )
-        );
-    }
-
-    #[tokio::test]
-    async fn session_token_and_non_default_port() {
-        let c = client("http://127.0.0.1:4567/ignored/path", Some("tok-123"));
-        let req = c
-            .signed_request(
-                "Kinesis_20131202.ListShards",
-                Bytes::new(),
-                SystemTime::now(),
-            )
-            .unwrap();
-        assert_eq!(req.uri(), "http://127.0.0.1:4567/");
-        assert_eq!(header(&req, "host"), "127.0.0.1:4567");
-        assert_eq!(header(&req, "x-amz-security-token"), "tok-123");
-        assert!(req.headers()["x-amz-security-token"].is_sensitive());
-        assert!(header(&req, "authorization").contains("x-amz-security-token"));
-
-        let c = client("https://example.com:443", None);
-        let req = c
-            .signed_request("T", Bytes::new(), SystemTime::now())
-            .unwrap();
-        assert_eq!(header(&req, "host"), "example.com");
     }
 
     #[tokio::test]
@@ -610,19 +214,19 @@ mod tests {
         };
         assert!(matches!(
             new("ftp://x", "r", "s"),
-            Err(KinesisConfigError::UnsupportedScheme(_))
+            Err(AwsConfigError::UnsupportedScheme(_))
         ));
         assert!(matches!(
             new("no scheme", "r", "s"),
-            Err(KinesisConfigError::InvalidEndpoint { .. })
+            Err(AwsConfigError::InvalidEndpoint { .. })
         ));
         assert!(matches!(
             new("http://x", "", "s"),
-            Err(KinesisConfigError::EmptyRegion)
+            Err(AwsConfigError::EmptyRegion)
         ));
         assert!(matches!(
             new("http://x", "r", "a/b"),
-            Err(KinesisConfigError::InvalidStreamName(_))
+            Err(AwsConfigError::InvalidStreamName(..))
         ));
         let sink = KinesisSink::from_resource_url(
             "https://kinesis.ap-northeast-1.amazonaws.com/devices",
@@ -631,10 +235,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sink.stream(), "devices");
-        assert_eq!(sink.api.region, "ap-northeast-1");
-        assert_eq!(
-            sink.api.uri,
-            "https://kinesis.ap-northeast-1.amazonaws.com/"
+        let dbg = format!("{:?}", sink.api);
+        assert!(dbg.contains("ap-northeast-1"), "{dbg}");
+        assert!(
+            dbg.contains("https://kinesis.ap-northeast-1.amazonaws.com/"),
+            "{dbg}"
         );
         assert!(matches!(
             KinesisSink::from_resource_url(
@@ -642,8 +247,8 @@ mod tests {
                 creds(None),
                 Duration::from_secs(1)
             ),
-            Err(KinesisConfigError::ResourceUrl(
-                ResourceUrlError::NotKinesisHost(_)
+            Err(AwsConfigError::ResourceUrl(
+                ResourceUrlError::NotServiceHost { .. }
             ))
         ));
     }

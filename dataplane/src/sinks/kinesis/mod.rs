@@ -2,7 +2,7 @@
 //!
 //! * [`request`] — sans-IO: the PutRecords body, per-record outcomes, error
 //!   classification, the SORACOM resource URL;
-//! * [`client`] — the SigV4-signing HTTP client and [`KinesisSink`];
+//! * [`client`] — [`KinesisSink`], on the shared [`crate::sinks::aws`] client;
 //! * [`admin`] — create/describe/read calls for tests and tools.
 
 pub mod admin;

@@ -1,0 +1,18 @@
+//! What the AWS sinks (Kinesis, Firehose, later IoT Data) share:
+//!
+//! * [`client`] — the SigV4-signing client for the AWS JSON protocol;
+//! * [`error`] — sans-IO classification of error responses;
+//! * [`json`] — hand-written request bodies (JSON strings, base64);
+//! * [`resource_url`] — SORACOM's `https://{service}.{region}.amazonaws.com/{name}`.
+
+pub mod client;
+pub mod error;
+pub mod json;
+pub mod resource_url;
+
+pub use client::{AwsConfigError, AwsJsonClient, AwsResponse};
+pub use error::classify_error;
+pub use resource_url::{parse_service_url, ResourceUrlError};
+
+/// Content type of the AWS JSON 1.1 protocol (Kinesis, Firehose).
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
