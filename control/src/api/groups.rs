@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::{blocking, ApiError, ApiJson, ApiObject, ApiPath, ApiQuery, ErrorBody};
-use super::subscribers::{self, SimView};
+use super::subscribers::{self, tag_map, SimView, TagUpdate};
 use crate::model::{CredentialId, Group, GroupId, HarvestConfig};
 use crate::plane::{ControlPlane, SubscriberFilter};
 use crate::store::{configuration, Stamped};
@@ -320,18 +320,6 @@ pub(crate) async fn list_group_subscribers(
     Ok(subscribers::paged(Json(sims), page.next_key))
 }
 
-/// One tag to set.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct GroupTagUpdate {
-    /// 1 to 128 bytes.
-    #[schema(min_length = 1, max_length = 32)]
-    pub(crate) tag_name: String,
-    /// Up to 1024 bytes.
-    #[schema(max_length = 256)]
-    pub(crate) tag_value: String,
-}
-
 /// A schema written as JSON (for what utoipa's attributes cannot say).
 fn schema(v: Value) -> utoipa::openapi::Schema {
     serde_json::from_value(v).unwrap_or_default()
@@ -376,19 +364,16 @@ fn create_configuration() -> utoipa::openapi::Schema {
 
 /// Add or replace tags of a group (others are kept).
 #[utoipa::path(put, path = "/v1/groups/{group_id}/tags", tag = "Group",
-    params(("group_id" = String, Path, description = "Group id", pattern = r"^[A-Za-z0-9_.-]{1,64}$")), request_body = [GroupTagUpdate],
+    params(("group_id" = String, Path, description = "Group id", pattern = r"^[A-Za-z0-9_.-]{1,64}$")), request_body = [TagUpdate],
     responses((status = 200, body = GroupView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn put_group_tags(
     State(plane): State<Arc<ControlPlane>>,
     ApiPath(id): ApiPath<String>,
-    ApiJson(tags): ApiJson<Vec<GroupTagUpdate>>,
+    ApiJson(tags): ApiJson<Vec<TagUpdate>>,
 ) -> Result<Json<GroupView>, ApiError> {
     let id = group_param(&id)?;
-    let tags: BTreeMap<String, String> = tags
-        .into_iter()
-        .map(|t| (t.tag_name, t.tag_value))
-        .collect();
+    let tags = tag_map(tags)?;
     let current = plane
         .group(&id)
         .ok_or_else(|| ApiError::not_found(format!("group {id} does not exist")))?;

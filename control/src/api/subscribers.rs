@@ -266,12 +266,38 @@ pub(crate) struct RegisterSim {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct TagUpdate {
-    /// 1 to 128 bytes.
+    /// 1 to 32 characters.
     #[schema(min_length = 1, max_length = 32)]
     pub(crate) tag_name: String,
-    /// Up to 1024 bytes.
+    /// Up to 256 characters.
     #[schema(max_length = 256)]
     pub(crate) tag_value: String,
+}
+
+/// Longest tag name and value, in characters, as the API describes them
+/// (within the store's 128 / 1024 bytes whatever the characters).
+const MAX_TAG_NAME_CHARS: usize = 32;
+const MAX_TAG_VALUE_CHARS: usize = 256;
+
+/// Tags as sent (SIM or group), checked against the described limits.
+pub(crate) fn tag_map(tags: Vec<TagUpdate>) -> Result<BTreeMap<String, String>, ApiError> {
+    tags.into_iter()
+        .map(|t| {
+            let name_chars = t.tag_name.chars().count();
+            if name_chars == 0 || name_chars > MAX_TAG_NAME_CHARS {
+                return Err(ApiError::bad_request(format!(
+                    "tagName must be 1 to {MAX_TAG_NAME_CHARS} characters"
+                )));
+            }
+            if t.tag_value.chars().count() > MAX_TAG_VALUE_CHARS {
+                return Err(ApiError::bad_request(format!(
+                    "tagValue of {:?} must be at most {MAX_TAG_VALUE_CHARS} characters",
+                    trunc(&t.tag_name)
+                )));
+            }
+            Ok((t.tag_name, t.tag_value))
+        })
+        .collect()
 }
 
 /// `set_group` body.
@@ -569,10 +595,7 @@ pub(crate) async fn put_tags(
     ApiJson(tags): ApiJson<Vec<TagUpdate>>,
 ) -> Result<Json<SubscriberView>, ApiError> {
     let imsi = imsi_param(&imsi)?;
-    let tags: BTreeMap<String, String> = tags
-        .into_iter()
-        .map(|t| (t.tag_name, t.tag_value))
-        .collect();
+    let tags = tag_map(tags)?;
     let s = blocking(&plane, move |p| p.put_tags(&imsi, tags)).await?;
     Ok(view_with(&plane, &s))
 }
