@@ -210,18 +210,16 @@ impl Services {
         if harvest_on {
             parts.push(("harvest", self.harvest(msg, identity)));
         }
-        match parts.len() {
-            0 => {
-                self.metrics.served("unified", msg.protocol.as_str(), 400);
-                Handled::Now(Reply::error(
-                    400,
-                    "no service is enabled for this SIM's group (enable Beam, Funnel or Harvest)",
-                ))
-            }
-            1 => parts
-                .pop()
-                .map_or(Handled::Now(Reply::error(500, "")), |(_, h)| h),
-            _ => Handled::Later(Box::pin(async move {
+        if parts.is_empty() {
+            self.metrics.served("unified", msg.protocol.as_str(), 400);
+            return Handled::Now(Reply::error(
+                400,
+                "no service is enabled for this SIM's group (enable Beam, Funnel or Harvest)",
+            ));
+        }
+        match <[_; 1]>::try_from(parts) {
+            Ok([(_, only)]) => only,
+            Err(parts) => Handled::Later(Box::pin(async move {
                 let (names, handled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
                 let replies =
                     futures_util::future::join_all(handled.into_iter().map(resolve)).await;

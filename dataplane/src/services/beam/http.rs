@@ -22,9 +22,8 @@ use simgate_control::clock::now_ms;
 use simgate_control::{BeamConfig, BeamEntryPoint, Identity, Snapshot};
 
 use super::headers::BeamIdentity;
-use super::{entry_label, signing_key, Beam};
+use super::{entry_label, failure_status, signing_key, Beam};
 use super::{prepare_request_headers, select_http_entry, website_entry, website_url};
-use crate::metrics::BeamEntryLabels;
 use crate::upstream::{full_body, Body, BoxError};
 
 /// Which Beam entry point a request came in on.
@@ -201,12 +200,7 @@ impl Beam {
         };
         let started = Instant::now();
         let result = upstream.http().request(req).await;
-        self.metrics
-            .beam_request_seconds
-            .get_or_create(&BeamEntryLabels {
-                entry: label.clone(),
-            })
-            .observe(started.elapsed().as_secs_f64());
+        self.observe_upstream(&label, started);
         match result {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
@@ -221,11 +215,7 @@ impl Beam {
             }
             Err(e) => {
                 self.metrics.beam_upstream_error(&label, &e);
-                let (status, what) = if e.is_timeout() {
-                    (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
-                } else {
-                    (StatusCode::BAD_GATEWAY, "Bad Gateway")
-                };
+                let (status, what) = failure_status(&e);
                 self.fail(&label, status, &format!("{what}: upstream {}", e.label()))
             }
         }

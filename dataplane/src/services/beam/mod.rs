@@ -79,6 +79,29 @@ impl Beam {
     }
 }
 
+/// Beam's answer to an upstream failure: `504` when a step ran out of
+/// time, else `502`, with its reason phrase.
+fn failure_status(e: &crate::upstream::UpstreamError) -> (::http::StatusCode, &'static str) {
+    if e.is_timeout() {
+        (::http::StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
+    } else {
+        (::http::StatusCode::BAD_GATEWAY, "Bad Gateway")
+    }
+}
+
+impl Beam {
+    /// Records how long reaching `entry`'s upstream took (to the response
+    /// headers, or to the open stream, or to the failure).
+    fn observe_upstream(&self, entry: &str, started: std::time::Instant) {
+        self.metrics
+            .beam_request_seconds
+            .get_or_create(&crate::metrics::BeamEntryLabels {
+                entry: entry.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
 /// The metric and log name of an entry: its `name`, else its key.
 fn entry_label(entry: &BeamEntry, point: &BeamEntryPoint) -> String {
     if entry.name.is_empty() {

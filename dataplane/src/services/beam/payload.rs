@@ -17,8 +17,7 @@ use simgate_control::clock::now_ms;
 use simgate_control::{BeamEntry, BeamEntryPoint, Identity, Snapshot};
 
 use super::headers::BeamIdentity;
-use super::{entry_label, prepare_request_headers, signing_key, Beam};
-use crate::metrics::BeamEntryLabels;
+use super::{entry_label, failure_status, prepare_request_headers, signing_key, Beam};
 use crate::services::{Handled, Reply};
 use crate::upstream::full_body;
 
@@ -157,18 +156,15 @@ impl Beam {
                 }
                 Err(e) => {
                     beam.metrics.beam_upstream_error(&label, &e);
-                    let (status, what) = if e.is_timeout() {
-                        (504, "Gateway Timeout")
-                    } else {
-                        (502, "Bad Gateway")
-                    };
-                    beam.payload_failed(&label, status, &format!("{what}: upstream {}", e.label()))
+                    let (status, what) = failure_status(&e);
+                    beam.payload_failed(
+                        &label,
+                        status.as_u16(),
+                        &format!("{what}: upstream {}", e.label()),
+                    )
                 }
             };
-            beam.metrics
-                .beam_request_seconds
-                .get_or_create(&BeamEntryLabels { entry: label })
-                .observe(started.elapsed().as_secs_f64());
+            beam.observe_upstream(&label, started);
             answer
         }))
     }

@@ -20,7 +20,7 @@ use simgate_control::{split_destination, BeamEntry, BeamEntryPoint, Identity, Se
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::headers::BeamIdentity;
-use super::{client_identity, entry_label, signing_key, tcp_identity_line, Beam};
+use super::{client_identity, entry_label, failure_status, signing_key, tcp_identity_line, Beam};
 use crate::ingress::tcp::DeviceConnection;
 use crate::metrics::{member, BeamDirectionLabels, BeamEntryLabels};
 use crate::upstream::{ClientIdentity, StreamIo, UpstreamError};
@@ -150,10 +150,7 @@ impl Beam {
         let labels = BeamEntryLabels {
             entry: target.label.clone(),
         };
-        self.metrics
-            .beam_request_seconds
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        self.observe_upstream(&target.label, started);
         match stream {
             Ok(io) => {
                 let open = member(&self.metrics.beam_streams_open, &labels);
@@ -166,7 +163,7 @@ impl Beam {
             Err(e) => {
                 self.metrics.beam_upstream_error(&target.label, &e);
                 self.metrics
-                    .beam_served(&target.label, if e.is_timeout() { 504 } else { 502 });
+                    .beam_served(&target.label, failure_status(&e).0.as_u16());
                 Err(OpenError::Upstream(e))
             }
         }

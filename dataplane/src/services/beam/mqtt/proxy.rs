@@ -18,7 +18,7 @@ use super::codec::{self, ConnAck, Connect, ConnectReturnCode, DecodeError, Packe
 use super::session::{Action, Outcome, Session};
 use super::topic::{keep_alive_allowed, TopicContext};
 use crate::ingress::tcp::DeviceConnection;
-use crate::metrics::BeamDirectionLabels;
+use crate::metrics::{member, BeamDirectionLabels};
 use crate::services::beam::stream::{OpenError, OpenStream, StreamTarget};
 use crate::services::beam::Beam;
 use crate::upstream::{UpstreamError, UpstreamErrorKind};
@@ -267,19 +267,17 @@ impl Beam {
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         let relayed = |direction| {
-            self.metrics
-                .beam_relayed
-                .get_or_create(&BeamDirectionLabels {
+            member(
+                &self.metrics.beam_relayed,
+                &BeamDirectionLabels {
                     entry: label.clone(),
                     direction,
-                })
-                .clone()
+                },
+            )
         };
         let (relayed_up, relayed_down) = (relayed("up"), relayed("down"));
         let mut upstream: Option<Conn<OpenStream>> = Some(up);
-        let mut reconnecting_since: Option<tokio::time::Instant> = None;
-        let mut backoff = BACKOFF_FIRST;
-        let mut retry_at = tokio::time::Instant::now();
+        let mut retry = Retry::default();
         // A reconnect runs beside the device's traffic (pings answered,
         // messages kept) rather than blocking it for its timeouts.
         let mut reconnect: Option<Handshake> = None;
@@ -289,7 +287,7 @@ impl Beam {
         loop {
             let device_deadline = tokio::time::sleep_until(device_seen + keep_alive.unwrap_or(far));
             tokio::pin!(device_deadline);
-            let reconnect_due = tokio::time::sleep_until(retry_at);
+            let reconnect_due = tokio::time::sleep_until(retry.at);
             tokio::pin!(reconnect_due);
             actions.clear();
             tokio::select! {
@@ -343,9 +341,7 @@ impl Beam {
                             ));
                             upstream = None;
                             session.on_upstream_lost();
-                            reconnecting_since = Some(tokio::time::Instant::now());
-                            backoff = BACKOFF_FIRST;
-                            retry_at = tokio::time::Instant::now();
+                            retry.lost();
                         }
                     }
                 }
@@ -367,20 +363,17 @@ impl Beam {
                         Ok((conn, ack)) if ack.code == ConnectReturnCode::Accepted => {
                             tracing::info!(entry = %label, %peer, "MQTT broker reconnected");
                             upstream = Some(conn);
-                            reconnecting_since = None;
+                            retry = Retry::default();
                             session.on_upstream_ready(&mut actions);
                         }
                         other => {
                             if let Err(e) = &other {
                                 tracing::debug!(entry = %label, error = %e, "MQTT broker reconnect failed");
                             }
-                            let since = reconnecting_since.get_or_insert_with(tokio::time::Instant::now);
-                            if since.elapsed() >= RECONNECT_FOR {
+                            if !retry.failed() {
                                 tracing::warn!(entry = %label, %peer, "MQTT broker unreachable; closing the device connection");
                                 break;
                             }
-                            retry_at = tokio::time::Instant::now() + jitter(backoff);
-                            backoff = (backoff * 2).min(BACKOFF_MAX);
                         }
                     }
                 }
@@ -400,8 +393,7 @@ impl Beam {
                         tracing::warn!(entry = %label, error = %e, "MQTT broker write failed; reconnecting");
                         upstream = None;
                         session.on_upstream_lost();
-                        reconnecting_since = Some(tokio::time::Instant::now());
-                        retry_at = tokio::time::Instant::now();
+                        retry.lost();
                     }
                 }
             }
@@ -409,6 +401,47 @@ impl Beam {
         if session.inflight() > 0 {
             tracing::debug!(entry = %label, %peer, unacknowledged = session.inflight(), "MQTT session ended with messages the broker never acknowledged (the device was not told they were)");
         }
+    }
+}
+
+/// When to try the broker again, and since when it has been gone.
+struct Retry {
+    /// When the broker connection was lost (None while it is up).
+    since: Option<tokio::time::Instant>,
+    delay: Duration,
+    at: tokio::time::Instant,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            since: None,
+            delay: BACKOFF_FIRST,
+            at: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Retry {
+    /// The broker connection just dropped (read or write): try at once,
+    /// then back off from the first delay.
+    fn lost(&mut self) {
+        *self = Self {
+            since: Some(tokio::time::Instant::now()),
+            ..Self::default()
+        };
+    }
+
+    /// A reconnect failed: schedules the next one, or `false` once the
+    /// broker has been gone for [`RECONNECT_FOR`].
+    fn failed(&mut self) -> bool {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= RECONNECT_FOR {
+            return false;
+        }
+        self.at = tokio::time::Instant::now() + jitter(self.delay);
+        self.delay = (self.delay * 2).min(BACKOFF_MAX);
+        true
     }
 }
 
