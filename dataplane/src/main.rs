@@ -92,39 +92,33 @@ async fn serve(config: Config, source: String, file: Option<PathBuf>) -> anyhow:
     let show =
         |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
     println!("simgate {} ({source})", env!("CARGO_PKG_VERSION"));
-    println!(
-        "  HTTP entry (Funnel/Harvest/Unified by Host)  {}",
-        show(b.http)
-    );
-    println!(
-        "  UDP/TCP entry (Unified: Funnel, Harvest)     {}",
-        show(b.unified_udp)
-    );
-    println!(
-        "  Harvest UDP/TCP                              {}",
-        show(b.harvest_udp)
-    );
-    println!(
-        "  API, /metrics, Harvest query                 {}",
-        show(b.api)
-    );
-    println!(
-        "  RADIUS accounting                            {}",
-        show(b.radius)
-    );
+    for (what, addr) in [
+        ("HTTP entry (Funnel/Harvest/Beam/Unified by Host)", b.http),
+        (
+            "UDP/TCP entry (Unified: Beam, Funnel, Harvest)",
+            b.unified_udp,
+        ),
+        ("Harvest UDP/TCP", b.harvest_udp),
+        ("Beam HTTP entry", b.beam_http),
+        ("Beam website entry", b.beam_website),
+        ("Beam TCP -> TLS", b.beam_tcp),
+        ("Beam MQTT -> MQTTS", b.beam_mqtt),
+        ("API, /metrics, Harvest query", b.api),
+        ("RADIUS accounting", b.radius),
+    ] {
+        println!("  {what:<48} {}", show(addr));
+    }
     let token_file = data_dir.join("api.token");
     // Never the token itself: stdout ends up in terminals' scrollback,
     // journald and CI logs. It is in the file (mode 0600).
     if server.created_token.is_some() {
         println!(
-            "  API token                                    created, stored in {} (mode 0600)",
+            "  {:<48} created, stored in {} (mode 0600)",
+            "API token",
             token_file.display()
         );
     } else {
-        println!(
-            "  API token                                    stored in {}",
-            token_file.display()
-        );
+        println!("  {:<48} stored in {}", "API token", token_file.display());
     }
     if let (Some(http), Some(api), Some(udp)) = (b.http, b.api, b.harvest_udp) {
         println!();
@@ -132,7 +126,7 @@ async fn serve(config: Config, source: String, file: Option<PathBuf>) -> anyhow:
         println!("  curl -i -H 'Host: harvest.localhost' -H 'Content-Type: application/json' -d '{{\"temp\":21}}' http://{http}/");
         println!("  echo -n 'hello' | nc -u -w1 {} {}", udp.ip(), udp.port());
         println!(
-            "  curl -s -H \"Authorization: Bearer $(cat {})\" 'http://{api}/v1/subscribers/001010000000001/data?sort=asc'",
+            "  curl -s -H \"Authorization: Bearer $(cat {})\" 'http://{api}/v1/data/Subscriber/001010000000001?sort=asc'",
             token_file.display()
         );
         println!("  curl -s http://{api}/metrics | grep simgate_");
