@@ -21,17 +21,17 @@ use super::certs::{provider, read_certs, read_key, Certs, ServerCert};
 /// One request as the peer received it.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerRequest {
-    pub method: String,
+    pub(crate) method: String,
     /// Path and query, e.g. `/hub/messages?timeout=60`.
-    pub target: String,
+    pub(crate) target: String,
     /// Header names in lower case, in arrival order.
-    pub headers: Vec<(String, String)>,
-    pub body: Bytes,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Bytes,
 }
 
 impl PeerRequest {
     /// The first header called `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -39,7 +39,7 @@ impl PeerRequest {
     }
 
     /// The path without the query.
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")
     }
 }
@@ -47,13 +47,13 @@ impl PeerRequest {
 /// What the handler answers.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Bytes,
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Bytes,
 }
 
 impl PeerResponse {
-    pub fn new(status: u16, body: impl Into<Bytes>) -> Self {
+    pub(crate) fn new(status: u16, body: impl Into<Bytes>) -> Self {
         Self {
             status,
             headers: Vec::new(),
@@ -62,12 +62,12 @@ impl PeerResponse {
     }
 
     /// A JSON body with `Content-Type: application/json`.
-    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+    pub(crate) fn json(status: u16, value: &serde_json::Value) -> Self {
         Self::new(status, serde_json::to_vec(value).unwrap_or_default())
             .with_header("content-type", "application/json")
     }
 
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+    pub(crate) fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
