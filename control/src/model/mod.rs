@@ -199,8 +199,8 @@ pub struct Destination {
     /// Kinesis: a random partition key per record instead of the IMSI.
     #[serde(skip_serializing_if = "is_false")]
     pub randomize_partition_key: bool,
-    /// AWS IoT: publish the payload as binary. Kept; simgate has no AWS IoT
-    /// sink yet.
+    /// AWS IoT: publish the device's bytes as they came (no envelope, no
+    /// base64 wrapping).
     #[serde(skip_serializing_if = "is_false")]
     pub send_payloads_as_binary: bool,
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use simgate_control::{AwsCredentials, Credential, CredentialKind, Destination, SinkService};
 
 use super::aws::{AwsConfigError, ResourceUrlError};
+use super::aws_iot::AwsIotSink;
 use super::firehose::FirehoseSink;
 use super::kinesis::KinesisSink;
 use super::null::NullSink;
@@ -18,7 +19,7 @@ use crate::upstream::Upstream;
 pub enum SinkBuildError {
     /// A SORACOM service simgate has no sink for yet.
     #[error(
-        "Funnel destination service {0:?} is not supported yet (kinesis, firehose and discard are)"
+        "Funnel destination service {0:?} is not supported yet (kinesis, firehose, aws-iot and discard are)"
     )]
     Unsupported(&'static str),
     /// The destination needs AWS credentials and has none, or another type.
@@ -117,7 +118,24 @@ impl SinkFactory for DefaultSinkFactory {
                 )?;
                 Ok(Arc::new(sink))
             }
-            other @ (SinkService::AwsIot | SinkService::Eventhubs | SinkService::Pubsub) => {
+            SinkService::AwsIot => {
+                let resource = super::aws_iot::parse_resource_url(&destination.resource_url)?;
+                let endpoint = destination
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| resource.endpoint.clone());
+                let aws = aws_credentials(credential, destination.service)?;
+                let sink = AwsIotSink::with_upstream(
+                    &self.upstream,
+                    &endpoint,
+                    resource,
+                    destination.send_payloads_as_binary,
+                    aws,
+                    request_timeout,
+                )?;
+                Ok(Arc::new(sink))
+            }
+            other @ (SinkService::Eventhubs | SinkService::Pubsub) => {
                 Err(SinkBuildError::Unsupported(other.as_str()))
             }
         }
@@ -165,6 +183,15 @@ mod tests {
         );
         assert_eq!(build(&kinesis, Some(&aws())).unwrap(), "kinesis");
         assert_eq!(build(&firehose, Some(&aws())).unwrap(), "firehose");
+        let iot = Destination::new(
+            SinkService::AwsIot,
+            "https://a1b2-ats.iot.ap-northeast-1.amazonaws.com/devices/#{imsi}",
+        );
+        assert_eq!(build(&iot, Some(&aws())).unwrap(), "aws-iot");
+        assert!(matches!(
+            build(&iot, None),
+            Err(SinkBuildError::NeedsAwsCredentials { service: "aws-iot" })
+        ));
         let discard = Destination::new(SinkService::Discard, "bench");
         assert_eq!(build(&discard, None).unwrap(), "null");
 

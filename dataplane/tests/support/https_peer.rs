@@ -146,8 +146,8 @@ impl HttpsPeer {
                             let answer = handler(&request);
                             reqs.lock().expect("requests lock").push(request);
                             let mut resp = hyper::Response::new(Full::new(answer.body));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(answer.status)
-                                .expect("valid status");
+                            *resp.status_mut() =
+                                hyper::StatusCode::from_u16(answer.status).expect("valid status");
                             for (n, v) in answer.headers {
                                 resp.headers_mut().append(
                                     hyper::header::HeaderName::from_bytes(n.as_bytes())

@@ -1,6 +1,8 @@
-//! A moto (AWS API emulator, `moto_server`) child process for one test.
+//! A moto (AWS API emulator, `moto_server`) child process for one test,
+//! started through `moto_server.py` beside this file: moto's own server plus
+//! a read-back of the messages published to AWS IoT Data.
 //!
-//! The binary comes from `$SIMGATE_MOTO_SERVER`, else
+//! The Python comes from the venv of the moto_server binary, which comes from `$SIMGATE_MOTO_SERVER`, else
 //! `.tools/venv/bin/moto_server` under the workspace root (`scripts/setup.sh`
 //! installs `moto[server]` there), else `moto_server` on `PATH`. A missing
 //! binary fails the test: an end-to-end test that silently skips proves
@@ -31,62 +33,100 @@ impl Moto {
     /// # Panics
     /// If the binary is missing or moto does not come up.
     pub(crate) fn start() -> Self {
-        let bin = binary();
         let mut failures = Vec::new();
         for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(&bin)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-            // Drain both pipes for the child's whole life, so that it never
-            // blocks on a full pipe (werkzeug logs every request).
-            for pipe in [
-                child
-                    .stdout
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
-                child
-                    .stderr
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                std::thread::spawn(move || {
-                    for line in BufReader::new(pipe).lines() {
-                        if line.is_err() {
-                            break;
-                        }
-                    }
-                });
+            match Self::spawn(free_port()) {
+                Ok(me) => return me,
+                Err(e) => failures.push(e),
             }
-            // The guard exists from here on, so every failure kills it.
-            let mut me = Self { child, port };
-            let deadline = Instant::now() + START_TIMEOUT;
-            let failure = loop {
-                if me.answers() {
-                    return me;
-                }
-                if let Ok(Some(status)) = me.child.try_wait() {
-                    break format!("port {port}: exited ({status})");
-                }
-                if Instant::now() > deadline {
-                    break format!("port {port}: not answering after {START_TIMEOUT:?}");
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            };
-            failures.push(failure);
         }
         panic!(
             "moto_server ({}) did not start: {}",
-            bin.display(),
+            binary().display(),
             failures.join("; ")
         );
+    }
+
+    /// Kills moto (an outage: connections are refused) without reaping the
+    /// port; [`Moto::restart`] brings a fresh, empty one back on it.
+    pub(crate) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts moto again on the same port (its state starts empty).
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match Self::spawn(self.port) {
+                Ok(me) => {
+                    // The old child is reaped; take over the new one.
+                    *self = me;
+                    return;
+                }
+                Err(e) if Instant::now() > deadline => panic!("moto restart: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    fn spawn(port: u16) -> Result<Self, String> {
+        let bin = binary();
+        let python = bin
+            .parent()
+            .map(|d| d.join("python3"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("python3"));
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .args(["127.0.0.1", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+        // Drain both pipes for the child's whole life, so that it never
+        // blocks on a full pipe (werkzeug logs every request).
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    if line.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        // The guard exists from here on, so every failure kills it.
+        let mut me = Self { child, port };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if me.answers() {
+                return Ok(me);
+            }
+            if let Ok(Some(status)) = me.child.try_wait() {
+                return Err(format!("port {port}: exited ({status})"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "port {port}: not answering after {START_TIMEOUT:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Whether moto's own health endpoint answers with 200 (another process
@@ -112,6 +152,41 @@ impl Moto {
 
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Every message published to AWS IoT Data so far: (region, topic,
+    /// payload).
+    pub(crate) fn iot_published(&self) -> Vec<(String, String, Vec<u8>)> {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        s.write_all(
+            b"GET /_simgate/iot-published HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .expect("write to moto");
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).expect("read from moto");
+        let at = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("HTTP response");
+        assert!(
+            resp.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&resp)
+        );
+        let list: Vec<serde_json::Value> =
+            serde_json::from_slice(&resp[at + 4..]).expect("JSON list");
+        list.into_iter()
+            .map(|m| {
+                let field = |k: &str| m[k].as_str().expect("string field").to_owned();
+                let payload = base64::engine::general_purpose::STANDARD
+                    .decode(field("payload"))
+                    .expect("base64 payload");
+                (field("region"), field("topic"), payload)
+            })
+            .collect()
     }
 
     /// Credentials moto accepts (it does not check signatures by default).

@@ -14,7 +14,8 @@
 //! 14 digits and their Luhn check digit); an unknown IMEI is `null` so the
 //! keys are always present. `simId` follows `imei` when the group sets
 //! `addSimId` (`null` for a SIM without one). With `payloadsOnly` the
-//! record is just what `payloads` would hold.
+//! record is just what `payloads` would hold; with AWS IoT's
+//! `sendPayloadsAsBinary` it is the device's bytes as they came.
 
 use base64::Engine as _;
 use simgate_control::{CredentialId, Destination, Imei, Imsi, OperatorId, SimId};
@@ -95,6 +96,10 @@ pub fn encode(
     out: &mut Vec<u8>,
 ) -> Result<(), EnvelopeError> {
     let embed = embeds(payload, encoding).ok_or(EnvelopeError::InvalidJson)?;
+    if meta.destination.send_payloads_as_binary {
+        out.extend_from_slice(payload);
+        return Ok(());
+    }
     if payloads_only {
         write_payload(payload, embed, out);
         return Ok(());
@@ -320,6 +325,27 @@ mod tests {
             v["destination"],
             json!({"provider": "aws", "service": "kinesis",
                 "resourceUrl": "https://kinesis.ap-northeast-1.amazonaws.com/devices"})
+        );
+    }
+
+    #[test]
+    fn send_payloads_as_binary_keeps_the_bytes_as_they_came() {
+        let mut f = fixture();
+        f.dest.send_payloads_as_binary = true;
+        let m = meta(&f, SourceProtocol::Udp);
+        for (payload, encoding) in [
+            (&b"\x00\xff raw"[..], PayloadEncoding::Wrapped),
+            (&b" {\"t\":1} "[..], PayloadEncoding::Unspecified),
+        ] {
+            let mut out = Vec::new();
+            encode(&m, payload, encoding, false, &mut out).unwrap();
+            assert_eq!(out, payload);
+        }
+        // A device that promised JSON is still held to it.
+        let mut out = Vec::new();
+        assert_eq!(
+            encode(&m, b"{oops", PayloadEncoding::Json, false, &mut out),
+            Err(EnvelopeError::InvalidJson)
         );
     }
 

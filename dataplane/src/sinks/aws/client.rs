@@ -1,6 +1,7 @@
-//! A small SigV4-signing client for the AWS JSON protocol (`POST /` with
-//! `X-Amz-Target`), shared by the Kinesis and Firehose sinks and the test
-//! tools ([`crate::sinks::kinesis::admin`]).
+//! A small SigV4-signing AWS client: the JSON protocol (`POST /` with
+//! `X-Amz-Target`: Kinesis, Firehose and the test tools in
+//! [`crate::sinks::kinesis::admin`]) and REST-style posts to a path (AWS IoT
+//! Data's `POST /topics/{topic}`).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -64,8 +65,9 @@ impl AwsResponse {
 #[derive(Clone)]
 pub struct AwsJsonClient {
     http: HttpClient,
-    /// `scheme://authority/`: the JSON protocol always posts to `/`.
-    uri: Uri,
+    /// `http` or `https`.
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
     /// The Host header exactly as signed (no default port).
     host: HeaderValue,
     region: String,
@@ -78,7 +80,10 @@ impl fmt::Debug for AwsJsonClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Deliberately no identity: it holds the secret key.
         f.debug_struct("AwsJsonClient")
-            .field("uri", &self.uri)
+            .field(
+                "uri",
+                &format_args!("{}://{}/", self.scheme, self.authority),
+            )
             .field("region", &self.region)
             .field("service", &self.service)
             .field("timeout", &self.timeout)
@@ -121,12 +126,8 @@ impl AwsJsonClient {
             (Some(port), _) => format!("{host}:{port}"),
         };
         let host = HeaderValue::from_str(&host_header).map_err(|e| invalid(format!("{e}")))?;
-        let uri = Uri::builder()
-            .scheme(scheme.as_str())
-            .authority(authority.as_str())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| invalid(format!("{e}")))?;
+        let authority = authority.clone();
+        let scheme = parsed.scheme().cloned().unwrap_or(http::uri::Scheme::HTTPS);
         if region.trim().is_empty() {
             return Err(AwsConfigError::EmptyRegion);
         }
@@ -145,7 +146,8 @@ impl AwsJsonClient {
 
         Ok(Self {
             http: upstream.http().clone(),
-            uri,
+            scheme,
+            authority,
             host,
             region,
             service,
@@ -164,7 +166,27 @@ impl AwsJsonClient {
         body: Bytes,
         max_response: usize,
     ) -> Result<AwsResponse, SinkError> {
-        let req = self.signed_request(target, body, SystemTime::now())?;
+        let req = self.signed_request(&Post::json_protocol(target), body, SystemTime::now())?;
+        self.exchange(req, max_response).await
+    }
+
+    /// Sends one signed `POST` of `body` to `post.path_and_query` and reads
+    /// the whole response, as [`AwsJsonClient::call`] does.
+    pub async fn post(
+        &self,
+        post: &Post<'_>,
+        body: Bytes,
+        max_response: usize,
+    ) -> Result<AwsResponse, SinkError> {
+        let req = self.signed_request(post, body, SystemTime::now())?;
+        self.exchange(req, max_response).await
+    }
+
+    async fn exchange(
+        &self,
+        req: Request<Bytes>,
+        max_response: usize,
+    ) -> Result<AwsResponse, SinkError> {
         match tokio::time::timeout(self.timeout, self.send(req, max_response)).await {
             Ok(result) => result,
             Err(_elapsed) => Err(SinkError {
@@ -214,10 +236,10 @@ impl AwsJsonClient {
         })
     }
 
-    /// Builds the request for `target` and signs it for time `now`.
+    /// Builds the request `post` describes and signs it for time `now`.
     fn signed_request(
         &self,
-        target: &str,
+        post: &Post<'_>,
         body: Bytes,
         now: SystemTime,
     ) -> Result<Request<Bytes>, SinkError> {
@@ -226,15 +248,21 @@ impl AwsJsonClient {
             reason: "signing",
             message,
         };
-        let mut req = Request::builder()
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(post.path_and_query)
+            .build()
+            .map_err(|e| signing_failed(format!("request URI: {e}")))?;
+        let mut builder = Request::builder()
             .method(Method::POST)
-            .uri(self.uri.clone())
+            .uri(uri)
             .header(HOST, self.host.clone())
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static(AWS_JSON_CONTENT_TYPE),
-            )
-            .header("x-amz-target", target)
+            .header(CONTENT_TYPE, HeaderValue::from_static(post.content_type));
+        if let Some(target) = post.target {
+            builder = builder.header("x-amz-target", target);
+        }
+        let mut req = builder
             .body(body.clone())
             .map_err(|e| signing_failed(format!("building request: {e}")))?;
 
@@ -263,6 +291,27 @@ impl AwsJsonClient {
             .into_parts();
         instructions.apply_to_request_http1x(&mut req);
         Ok(req)
+    }
+}
+
+/// What to post: the JSON protocol's `/` with an `X-Amz-Target`, or a
+/// REST-style path.
+#[derive(Debug, Clone, Copy)]
+pub struct Post<'a> {
+    /// Already percent-encoded, starting with `/`.
+    pub path_and_query: &'a str,
+    pub content_type: &'static str,
+    pub target: Option<&'a str>,
+}
+
+impl<'a> Post<'a> {
+    /// `POST /` with `X-Amz-Target: target` (Kinesis, Firehose).
+    pub fn json_protocol(target: &'a str) -> Self {
+        Self {
+            path_and_query: "/",
+            content_type: AWS_JSON_CONTENT_TYPE,
+            target: Some(target),
+        }
     }
 }
 
@@ -318,7 +367,7 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_440_938_160);
         let req = c
             .signed_request(
-                "Kinesis_20131202.PutRecords",
+                &Post::json_protocol("Kinesis_20131202.PutRecords"),
                 Bytes::from_static(b"{}"),
                 now,
             )
@@ -345,7 +394,7 @@ mod tests {
         // Signing is deterministic for a given time, and differs per time.
         let again = c
             .signed_request(
-                "Kinesis_20131202.PutRecords",
+                &Post::json_protocol("Kinesis_20131202.PutRecords"),
                 Bytes::from_static(b"{}"),
                 now,
             )
@@ -353,7 +402,7 @@ mod tests {
         assert_eq!(header(&again, "authorization"), auth);
         let later = c
             .signed_request(
-                "Kinesis_20131202.PutRecords",
+                &Post::json_protocol("Kinesis_20131202.PutRecords"),
                 Bytes::from_static(b"{}"),
                 now + Duration::from_secs(1),
             )
@@ -390,7 +439,11 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_440_938_160);
         let body = br#"{"StreamName":"devices","Records":[]}"#;
         let req = c
-            .signed_request("Kinesis_20131202.PutRecords", Bytes::from_static(body), now)
+            .signed_request(
+                &Post::json_protocol("Kinesis_20131202.PutRecords"),
+                Bytes::from_static(body),
+                now,
+            )
             .unwrap();
         let canonical = format!(
             "POST\n/\n\ncontent-type:application/x-amz-json-1.1\n\
@@ -423,7 +476,7 @@ mod tests {
         let c = client("http://127.0.0.1:4567/ignored/path", Some("tok-123"));
         let req = c
             .signed_request(
-                "Kinesis_20131202.ListShards",
+                &Post::json_protocol("Kinesis_20131202.ListShards"),
                 Bytes::new(),
                 SystemTime::now(),
             )
@@ -436,7 +489,7 @@ mod tests {
 
         let c = client("https://example.com:443", None);
         let req = c
-            .signed_request("T", Bytes::new(), SystemTime::now())
+            .signed_request(&Post::json_protocol("T"), Bytes::new(), SystemTime::now())
             .unwrap();
         assert_eq!(header(&req, "host"), "example.com");
     }

@@ -94,9 +94,13 @@ pub fn code_class(code: &str, message: &str) -> Option<(FailureKind, &'static st
         "ResourceNotFoundException" => (Permanent, "resource_not_found"),
         "AccessDeniedException" => (Permanent, "access_denied"),
         "UnrecognizedClientException" => (Permanent, "unrecognized_client"),
-        "ValidationException" | "InvalidArgumentException" | "InvalidSourceException" => {
-            (Permanent, "validation")
-        }
+        "ValidationException"
+        | "InvalidArgumentException"
+        | "InvalidSourceException"
+        | "InvalidRequestException" => (Permanent, "validation"),
+        // AWS IoT Data: the message is over the broker's payload limit.
+        "RequestEntityTooLargeException" => (Permanent, "too_large"),
+        "UnauthorizedException" => (Permanent, "unauthorized"),
         // Firehose: the stream's KMS key is unusable (disabled, deleted,
         // access revoked); someone has to fix the key first.
         "InvalidKMSResourceException"

@@ -1,6 +1,6 @@
-//! What the AWS sinks (Kinesis, Firehose, later IoT Data) share:
+//! What the AWS sinks (Kinesis, Firehose, IoT Data) share:
 //!
-//! * [`client`] — the SigV4-signing client for the AWS JSON protocol;
+//! * [`client`] — the SigV4-signing client (JSON protocol and REST posts);
 //! * [`error`] — sans-IO classification of error responses;
 //! * [`json`] — hand-written request bodies (JSON strings, base64);
 //! * [`resource_url`] — SORACOM's `https://{service}.{region}.amazonaws.com/{name}`.
@@ -10,7 +10,7 @@ pub mod error;
 pub mod json;
 pub mod resource_url;
 
-pub use client::{AwsConfigError, AwsJsonClient, AwsResponse};
+pub use client::{AwsConfigError, AwsJsonClient, AwsResponse, Post};
 pub use error::classify_error;
 pub use resource_url::{parse_service_url, ResourceUrlError};
 
