@@ -92,6 +92,23 @@
 #   BENCH_LOADGEN_THREADS  `loadgen http` runtime threads [1]
 #   BENCH_SIMGATE          use this simgate binary instead of building one
 #   BENCH_KEEP=1           keep the work directory (configs, logs, results)
+#
+# funnel-sinks: each Funnel sink against its emulator, records/s delivered
+# through simgate versus a direct client loop to the same emulator, same run.
+# Emulators: kinesalite (kinesis), moto (firehose, aws-iot; started through
+# dataplane/tests/support/moto_server.py), and `loadgen sink-peer`, an HTTPS
+# receiver answering as Event Hubs, Pub/Sub (and its OAuth token endpoint)
+# or a webhook do on success (eventhubs, pubsub, https). Per sink and run:
+# `loadgen sink-direct` builds simgate's own sink from the same config and
+# keeps Funnel's max_in_flight full batches in flight for the window (the
+# emulator's capacity for this client); then simgate runs on that config
+# (default durability: spool) and `loadgen send` offers UDP records from
+# BENCH_SOURCES SIMs at 1.5 x the direct rate, and the window's growth of
+# simgate_funnel_records_out_total{result="delivered"} is simgate's rate.
+# Prints a table and one `funnel-sinks SINK ratio=` line per sink.
+#   BENCH_SINKS    which sinks [kinesis firehose aws-iot eventhubs pubsub https]
+#   BENCH_SECONDS, BENCH_WARMUP, BENCH_RUNS, BENCH_SIZE as funnel-udp;
+#   BENCH_SOURCES  [100]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -1027,8 +1044,152 @@ beam_http_bench() {
   echo "load average now $(cut -d' ' -f1-3 /proc/loadavg); the scenario took $(($(date +%s) - t0)) s"
 }
 
+
+# ---------------------------------------------------------------- funnel-sinks
+
+# Starts the emulators every sink needs once; sets KINESALITE, MOTO and the
+# sink-peer URLs PEER_eventhubs, PEER_pubsub, PEER_https.
+sinks_emulators() {
+  local port line s
+  mkdir -p "$WORK/certs"
+  bash scripts/certs.sh "$WORK/certs" >/dev/null
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$(scripts/kinesalite.sh path)" --port "$port" --createStreamMs 0 --shardLimit 100 \
+    >"$WORK/kinesalite.log" 2>&1 &
+  PIDS+=("$!")
+  KINESALITE=http://127.0.0.1:$port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  .tools/venv/bin/python3 dataplane/tests/support/moto_server.py 127.0.0.1 "$port" >"$WORK/moto.log" 2>&1 &
+  PIDS+=("$!")
+  MOTO=http://127.0.0.1:$port
+  for s in eventhubs pubsub https; do
+    "$LOADGEN" sink-peer --service "$s" --cert "$WORK/certs/server.crt" --key "$WORK/certs/server.key" \
+      --max-seconds 7200 >"$WORK/peer.$s.out" 2>&1 &
+    PIDS+=("$!")
+    line=$(first_line "$WORK/peer.$s.out")
+    printf -v "PEER_$s" '%s' "$(sed -n 's/^url=//p' <<<"$line")"
+  done
+  for ((i = 0; i < 300; i++)); do
+    curl -fs "$MOTO/moto-api/" >/dev/null 2>&1 && curl -s "$KINESALITE" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "bench: kinesalite or moto did not start" >&2
+  return 1
+}
+
+# Writes $WORK/sink.$1.dest (the destination inline table) and
+# $WORK/sink.$1.cred (its [[credentials]] table, id "bench").
+sinks_destination() { # sink
+  local sink=$1 dest cred=$WORK/sink.$1.cred
+  case $sink in
+    kinesis)
+      dest="{ service = \"kinesis\", resource_url = \"https://kinesis.us-east-1.amazonaws.com/bench\", endpoint = \"$KINESALITE\" }"
+      printf '[[credentials]]\nid = "bench"\ntype = "aws"\naccess_key_id = "AKIDBENCH"\nsecret_access_key = "bench-secret"\n' >"$cred"
+      ;;
+    firehose)
+      dest="{ service = \"firehose\", resource_url = \"https://firehose.us-east-1.amazonaws.com/bench\", endpoint = \"$MOTO\" }"
+      printf '[[credentials]]\nid = "bench"\ntype = "aws"\naccess_key_id = "AKIDBENCH"\nsecret_access_key = "bench-secret"\n' >"$cred"
+      ;;
+    aws-iot)
+      dest="{ service = \"aws-iot\", resource_url = \"https://bench-ats.iot.us-east-1.amazonaws.com/bench/#{imsi}\", endpoint = \"$MOTO\" }"
+      printf '[[credentials]]\nid = "bench"\ntype = "aws"\naccess_key_id = "AKIDBENCH"\nsecret_access_key = "bench-secret"\n' >"$cred"
+      ;;
+    eventhubs)
+      dest="{ provider = \"azure\", service = \"eventhubs\", resource_url = \"https://bench.servicebus.windows.net/bench/messages\", endpoint = \"$PEER_eventhubs\" }"
+      printf '[[credentials]]\nid = "bench"\ntype = "azure-credentials"\npolicy_name = "bench"\nkey = "YmVuY2gta2V5"\n' >"$cred"
+      ;;
+    pubsub)
+      dest="{ provider = \"google\", service = \"pubsub\", resource_url = \"projects/bench/topics/bench\", endpoint = \"$PEER_pubsub\" }"
+      [ -e "$WORK/pubsub.key" ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
+        -out "$WORK/pubsub.key" 2>/dev/null
+      python3 - "$WORK/pubsub.key" "$PEER_pubsub/token" >"$cred" <<'PY'
+import json, sys
+key = open(sys.argv[1]).read()
+sa = {"type": "service_account", "project_id": "bench", "private_key_id": "bench-key",
+      "private_key": key, "client_email": "bench@bench.iam.gserviceaccount.com",
+      "client_id": "1", "token_uri": sys.argv[2]}
+print('[[credentials]]\nid = "bench"\ntype = "google-service-account-json"')
+print("credentials = " + json.dumps(json.dumps(sa)))
+PY
+      ;;
+    https)
+      dest="{ provider = \"simgate\", service = \"https\", resource_url = \"$PEER_https/ingest\" }"
+      printf '[[credentials]]\nid = "bench"\ntype = "psk"\nkey = "bench-hmac-key"\n' >"$cred"
+      ;;
+    *)
+      echo "bench: unknown sink $sink" >&2
+      return 2
+      ;;
+  esac
+  printf '%s' "$dest" >"$WORK/sink.$sink.dest"
+}
+
+sinks_config_args() { # sink
+  echo --destination "$(cat "$WORK/sink.$1.dest")" --credentials-toml "$WORK/sink.$1.cred" \
+    --ca-file "$WORK/certs/ca.crt"
+}
+
+funnel_sinks_bench() {
+  funnel_settings
+  SOURCES=${BENCH_SOURCES:-100}
+  local sinks=${BENCH_SINKS:-kinesis firehose aws-iot eventhubs pubsub https}
+  local sink run dir rate offered out t0
+  t0=$(date +%s)
+  funnel_setup
+  sinks_emulators
+  for sink in $sinks; do
+    sinks_destination "$sink"
+    dir=$WORK/direct.$sink
+    mkdir -p "$dir"
+    "$LOADGEN" simgate-config --data-dir "$dir/data" --out "$dir/simgate.toml" --sources "$SOURCES" \
+      --destination "$(cat "$WORK/sink.$sink.dest")" --credentials-toml "$WORK/sink.$sink.cred" \
+      --ca-file "$WORK/certs/ca.crt" >/dev/null
+    "$LOADGEN" sink-setup --config "$dir/simgate.toml" >/dev/null
+    for ((run = 1; run <= RUNS; run++)); do
+      out=$WORK/result.sinks.$sink
+      "$LOADGEN" sink-direct --config "$dir/simgate.toml" --warmup "$WARMUP" --duration "$SECS" \
+        --size "$SIZE" | sed 's/^/side=direct /' | tee -a "$out.direct"
+      rate=$(tail -n1 "$out.direct" | sed -n 's/.* rate=\([^ ]*\).*/\1/p')
+      offered=$(awk -v r="$rate" 'BEGIN { printf "%.0f", (r > 100 ? r : 100) * 1.5 }')
+      start_simgate "$WORK/simgate.$sink.$run" --destination "$(cat "$WORK/sink.$sink.dest")" \
+        --credentials-toml "$WORK/sink.$sink.cred" --ca-file "$WORK/certs/ca.crt"
+      send "$SG_UDP" "http://$SG_API/metrics" "$out.simgate" --pid "$SG_PID" --rate "$offered" \
+        --metric delivered='simgate_funnel_records_out_total{result="delivered"}' \
+        --metric accepted=simgate_funnel_records_in_total \
+        --metric failed='simgate_funnel_records_out_total{result="failed"}'
+      stop "$SG_PID" 15
+      echo "side=simgate offered=$offered $(tail -n1 "$out.simgate")"
+    done
+  done
+  echo
+  echo "funnel-sinks, median of $RUNS run(s) ($(nproc) cores, Linux $(uname -r)); records/s delivered:"
+  printf "%-10s %10s %10s %8s %10s\n" sink direct simgate ratio sg_cpu_s
+  for sink in $sinks; do
+    out=$WORK/result.sinks.$sink
+    local d g c
+    d=$(values "$out.direct" rate | median)
+    g=$(for f in "$out.simgate"; do
+      paste -d' ' <(values "$f" delivered) <(values "$f" seconds) | awk '$2 > 0 { print $1 / $2 }'
+    done | median)
+    c=$(med "$out.simgate" cpu_s)
+    printf "%-10s %10.0f %10.0f %8s %10s\n" "$sink" "$d" "$g" \
+      "$(awk -v g="$g" -v d="$d" 'BEGIN { if (d > 0) printf "%.3f", g / d; else print "nan" }')" "$c"
+  done
+  echo
+  for sink in $sinks; do
+    out=$WORK/result.sinks.$sink
+    awk -v s="$sink" -v d="$(values "$out.direct" rate | median)" \
+      -v g="$(paste -d' ' <(values "$out.simgate" delivered) <(values "$out.simgate" seconds) | awk '$2 > 0 { print $1 / $2 }' | median)" \
+      'BEGIN { printf "funnel-sinks %s ratio=%s\n", s, (d > 0 ? sprintf("%.3f", g / d) : "nan") }'
+  done
+  echo "direct   simgate's sink for the same destination driven in a loop (max_in_flight full batches)"
+  echo "simgate  UDP records from $SOURCES SIMs at 1.5 x the direct rate through simgate (spool durability)"
+  echo "load average now $(cut -d' ' -f1-3 /proc/loadavg); the scenario took $(($(date +%s) - t0)) s"
+}
+
 case "${1:-}" in
   funnel-udp) funnel_udp_bench ;;
+  funnel-sinks) funnel_sinks_bench ;;
   funnel-durable) funnel_durable_bench ;;
   sessions)
     shift

@@ -41,6 +41,17 @@ pub(crate) struct ConfigArgs {
     /// outage of the sink).
     #[arg(long, default_value = DISCARD)]
     endpoint: String,
+    /// The Funnel destination as a TOML inline table (`{ service = "firehose",
+    /// resource_url = "…", endpoint = "…" }`), instead of `--endpoint`.
+    #[arg(long)]
+    destination: Option<String>,
+    /// A file with the `[[credentials]]` table(s) the destination uses (id
+    /// `bench`), instead of the dummy AWS key.
+    #[arg(long)]
+    credentials_toml: Option<PathBuf>,
+    /// `[upstream] ca_file`: a CA that signed a local HTTPS emulator.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 /// `[funnel] durability` values.
@@ -124,6 +135,10 @@ fn render(a: &ConfigArgs, endpoint: &str, ports: [SocketAddr; 4]) -> anyhow::Res
         "beam_http = \"127.0.0.1:0\"\nbeam_website = \"127.0.0.1:0\"\nbeam_tcp = \"127.0.0.1:0\"\nbeam_mqtt = \"127.0.0.1:0\""
     )?;
     writeln!(t, "\n[ingress]\nudp_workers = {}", a.udp_workers)?;
+    if let Some(ca) = &a.ca_file {
+        let ca = ca.to_str().context("CA path must be UTF-8")?;
+        writeln!(t, "\n[upstream]\nca_file = {}", toml_string(ca))?;
+    }
     // Sessions are static; RADIUS's fixed port (1813) would keep two
     // simgates from running side by side.
     writeln!(t, "\n[radius]\nenabled = false")?;
@@ -131,7 +146,11 @@ fn render(a: &ConfigArgs, endpoint: &str, ports: [SocketAddr; 4]) -> anyhow::Res
     // accepts only when told so.
     let insecure = endpoint
         .get(..7)
-        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        || a
+            .destination
+            .as_deref()
+            .is_some_and(|d| d.contains("\"http://"));
     if a.durability.is_some() || a.spool_max_bytes.is_some() || insecure {
         writeln!(t, "\n[funnel]")?;
         if insecure {
@@ -144,30 +163,28 @@ fn render(a: &ConfigArgs, endpoint: &str, ports: [SocketAddr; 4]) -> anyhow::Res
             writeln!(t, "spool_max_bytes = {max}")?;
         }
     }
-    // Dummy credentials: the discard sink ignores them, and a refusing
-    // endpoint never gets as far as checking a signature.
-    t.push_str(
-        r#"
-[[operators]]
-id = "OP0000000001"
-name = "bench"
-
-[[credentials]]
-id = "null"
-type = "aws"
-access_key_id = "x"
-secret_access_key = "y"
-
-[[groups]]
-id = "bench"
-name = "funnel benchmark"
-
-[groups.funnel]
-enabled = true
-credentials_id = "null"
-"#,
-    );
-    if endpoint == DISCARD {
+    t.push_str("\n[[operators]]\nid = \"OP0000000001\"\nname = \"bench\"\n");
+    let credentials_id = if let Some(path) = &a.credentials_toml {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        t.push('\n');
+        t.push_str(&text);
+        "bench"
+    } else {
+        // Dummy credentials: the discard sink ignores them, and a refusing
+        // endpoint never gets as far as checking a signature.
+        t.push_str(
+            "\n[[credentials]]\nid = \"null\"\ntype = \"aws\"\naccess_key_id = \"x\"\nsecret_access_key = \"y\"\n",
+        );
+        "null"
+    };
+    write!(
+        t,
+        "\n[[groups]]\nid = \"bench\"\nname = \"funnel benchmark\"\n\n[groups.funnel]\nenabled = true\ncredentials_id = \"{credentials_id}\"\n"
+    )?;
+    if let Some(destination) = &a.destination {
+        writeln!(t, "destination = {destination}")?;
+    } else if endpoint == DISCARD {
         writeln!(
             t,
             "destination = {{ service = \"discard\", resource_url = \"https://kinesis.us-east-1.amazonaws.com/bench\" }}"
@@ -258,6 +275,9 @@ mod tests {
             durability: None,
             spool_max_bytes: None,
             endpoint: DISCARD.to_owned(),
+            destination: None,
+            credentials_toml: None,
+            ca_file: None,
         };
         let ports = free_ports()?;
         let text = render(&a, DISCARD, ports)?;
@@ -293,6 +313,9 @@ mod tests {
             durability: Some(Durability::Memory),
             spool_max_bytes: Some(256 << 20),
             endpoint: "refused".to_owned(),
+            destination: None,
+            credentials_toml: None,
+            ca_file: None,
         };
         let text = render(&a, "http://127.0.0.1:1", free_ports()?)?;
         let config = simgate_control::Config::parse(&text)?;

@@ -15,6 +15,8 @@
 //!   `/health` answers and until a UDP record is answered.
 //! * `http`, `beam-config` — the Beam HTTP benchmark: closed-loop HTTP/1.1
 //!   keep-alive load from many source addresses, and simgate's config for it.
+//! * `sink-setup`, `sink-direct`, `sink-peer` — the Funnel sinks benchmark
+//!   (see `sinks`).
 
 mod config;
 mod http;
@@ -22,6 +24,7 @@ mod ready;
 mod scrape;
 mod send;
 mod sink;
+mod sinks;
 
 use std::net::Ipv4Addr;
 
@@ -63,6 +66,12 @@ enum Command {
     Http(http::HttpArgs),
     /// Write a simgate config (Beam HTTP → HTTPS) and SIM maps for `http`.
     BeamConfig(http::BeamConfigArgs),
+    /// Create the bench destination's stream at its emulator.
+    SinkSetup(sinks::SetupArgs),
+    /// Drive the bench destination's sink directly, in a loop (baseline).
+    SinkDirect(sinks::DirectArgs),
+    /// An HTTPS receiver answering as Event Hubs, Pub/Sub or a webhook does.
+    SinkPeer(sinks::PeerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,6 +95,9 @@ fn main() -> anyhow::Result<()> {
         Command::Ready(a) => ready::run(&a),
         Command::Http(a) => http::run(&a),
         Command::BeamConfig(a) => http::run_config(&a),
+        Command::SinkSetup(a) => sinks::setup(&a),
+        Command::SinkDirect(a) => sinks::direct(&a),
+        Command::SinkPeer(a) => sinks::peer(&a),
     }
 }
 
