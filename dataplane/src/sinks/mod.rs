@@ -3,6 +3,7 @@
 //! batch with one outcome per record so that only failed records are retried.
 
 pub mod aws;
+pub mod eventhubs;
 pub mod factory;
 pub mod firehose;
 pub mod kinesis;
