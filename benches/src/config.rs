@@ -147,8 +147,7 @@ fn render(a: &ConfigArgs, endpoint: &str, ports: [SocketAddr; 4]) -> anyhow::Res
     let insecure = endpoint
         .get(..7)
         .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-        || a
-            .destination
+        || a.destination
             .as_deref()
             .is_some_and(|d| d.contains("\"http://"));
     if a.durability.is_some() || a.spool_max_bytes.is_some() || insecure {

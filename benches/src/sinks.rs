@@ -75,7 +75,12 @@ pub(crate) struct PeerArgs {
 }
 
 /// The bench group's Funnel destination and credential.
-fn bench_group(config: &Config) -> anyhow::Result<(simgate_control::FunnelConfig, Option<simgate_control::Credential>)> {
+fn bench_group(
+    config: &Config,
+) -> anyhow::Result<(
+    simgate_control::FunnelConfig,
+    Option<simgate_control::Credential>,
+)> {
     let group = config
         .groups
         .iter()
@@ -106,7 +111,10 @@ pub(crate) fn setup(a: &SetupArgs) -> anyhow::Result<()> {
     let config = read_config(&a.config)?;
     let (funnel, credential) = bench_group(&config)?;
     let d = &funnel.destination;
-    let endpoint = d.endpoint.clone().context("the bench destination needs an endpoint")?;
+    let endpoint = d
+        .endpoint
+        .clone()
+        .context("the bench destination needs an endpoint")?;
     let aws = match credential.map(|c| c.kind) {
         Some(CredentialKind::Aws(aws)) => Some(aws),
         _ => None,
@@ -114,7 +122,8 @@ pub(crate) fn setup(a: &SetupArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         match d.service {
             SinkService::Kinesis => {
-                let (region, stream) = simgate::sinks::kinesis::parse_resource_url(&d.resource_url)?;
+                let (region, stream) =
+                    simgate::sinks::kinesis::parse_resource_url(&d.resource_url)?;
                 let admin = simgate::sinks::kinesis::admin::KinesisAdmin::new(
                     &endpoint,
                     region,
@@ -125,7 +134,8 @@ pub(crate) fn setup(a: &SetupArgs) -> anyhow::Result<()> {
                 admin.wait_active(&stream).await?;
             }
             SinkService::Firehose => {
-                let (region, stream) = simgate::sinks::firehose::parse_resource_url(&d.resource_url)?;
+                let (region, stream) =
+                    simgate::sinks::firehose::parse_resource_url(&d.resource_url)?;
                 let aws = aws.context("firehose needs AWS credentials")?;
                 create_bucket(&endpoint, "bench-records").await?;
                 let api = simgate::sinks::aws::AwsJsonClient::new(
@@ -293,7 +303,8 @@ pub(crate) fn peer(a: &PeerArgs) -> anyhow::Result<()> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&a.cert)
         .with_context(|| format!("{}", a.cert.display()))?
         .collect::<Result<_, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(&a.key).with_context(|| format!("{}", a.key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&a.key).with_context(|| format!("{}", a.key.display()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -360,7 +371,9 @@ fn answer(service: &str, path: &str, body: &[u8], records: &AtomicU64) -> (u16, 
                 .and_then(|v| v["messages"].as_array().map(Vec::len))
                 .unwrap_or(0);
             let start = records.fetch_add(n as u64, Ordering::Relaxed);
-            let ids: Vec<String> = (0..n as u64).map(|i| format!("\"{}\"", start + i)).collect();
+            let ids: Vec<String> = (0..n as u64)
+                .map(|i| format!("\"{}\"", start + i))
+                .collect();
             (200, format!(r#"{{"messageIds":[{}]}}"#, ids.join(",")))
         }
         "eventhubs" => {

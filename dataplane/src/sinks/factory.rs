@@ -7,6 +7,7 @@ use simgate_control::{AwsCredentials, Credential, CredentialKind, Destination, S
 
 use super::aws::{AwsConfigError, ResourceUrlError};
 use super::aws_iot::AwsIotSink;
+use super::eventhubs::{EventHubsConfigError, EventHubsSink};
 use super::firehose::FirehoseSink;
 use super::kinesis::KinesisSink;
 use super::null::NullSink;
@@ -19,14 +20,19 @@ use crate::upstream::Upstream;
 pub enum SinkBuildError {
     /// A SORACOM service simgate has no sink for yet.
     #[error(
-        "Funnel destination service {0:?} is not supported yet (kinesis, firehose, aws-iot and discard are)"
+        "Funnel destination service {0:?} is not supported yet (kinesis, firehose, aws-iot, eventhubs and discard are)"
     )]
     Unsupported(&'static str),
     /// The destination needs AWS credentials and has none, or another type.
     #[error("{service} needs AWS credentials (type = \"aws\")")]
     NeedsAwsCredentials { service: &'static str },
+    /// Event Hubs needs a shared access policy, or the credential is another type.
+    #[error("{service} needs Azure credentials (type = \"azure-credentials\")")]
+    NeedsAzureCredentials { service: &'static str },
     #[error("resourceUrl: {0}")]
     ResourceUrl(#[from] ResourceUrlError),
+    #[error(transparent)]
+    EventHubs(#[from] EventHubsConfigError),
     #[error(transparent)]
     Aws(#[from] AwsConfigError),
     /// For test factories that fail on purpose.
@@ -135,9 +141,22 @@ impl SinkFactory for DefaultSinkFactory {
                 )?;
                 Ok(Arc::new(sink))
             }
-            other @ (SinkService::Eventhubs | SinkService::Pubsub) => {
-                Err(SinkBuildError::Unsupported(other.as_str()))
+            SinkService::Eventhubs => {
+                let Some(CredentialKind::Azure(azure)) = credential.map(|c| &c.kind) else {
+                    return Err(SinkBuildError::NeedsAzureCredentials {
+                        service: destination.service.as_str(),
+                    });
+                };
+                let sink = EventHubsSink::with_upstream(
+                    &self.upstream,
+                    &destination.resource_url,
+                    destination.endpoint.as_deref(),
+                    azure,
+                    request_timeout,
+                )?;
+                Ok(Arc::new(sink))
             }
+            SinkService::Pubsub => Err(SinkBuildError::Unsupported(destination.service.as_str())),
         }
     }
 }
@@ -145,9 +164,10 @@ impl SinkFactory for DefaultSinkFactory {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use simgate_control::{CredentialId, Secret};
+    use simgate_control::{AzureCredentials, CredentialId, Secret};
 
     use super::*;
+    use crate::sinks::eventhubs::EventHubsUrlError;
 
     fn factory() -> DefaultSinkFactory {
         DefaultSinkFactory::new(Upstream::shared_default().unwrap())
@@ -161,6 +181,17 @@ mod tests {
                 access_key_id: "AKIDEXAMPLE".into(),
                 secret_access_key: Secret::new("s"),
                 session_token: None,
+            }),
+        }
+    }
+
+    fn azure() -> Credential {
+        Credential {
+            id: CredentialId::parse("az").unwrap(),
+            description: None,
+            kind: CredentialKind::Azure(AzureCredentials {
+                policy_name: "send".into(),
+                key: Secret::new("k"),
             }),
         }
     }
@@ -215,6 +246,32 @@ mod tests {
         assert!(matches!(
             build(&pubsub, Some(&aws())),
             Err(SinkBuildError::Unsupported("pubsub"))
+        ));
+        // Event Hubs: a shared access policy, a valid resource URL.
+        let eventhubs = Destination::new(
+            SinkService::Eventhubs,
+            "https://ns.servicebus.windows.net/devices/messages",
+        );
+        assert_eq!(build(&eventhubs, Some(&azure())).unwrap(), "eventhubs");
+        assert!(matches!(
+            build(&eventhubs, Some(&aws())),
+            Err(SinkBuildError::NeedsAzureCredentials {
+                service: "eventhubs"
+            })
+        ));
+        assert!(matches!(
+            build(&eventhubs, None),
+            Err(SinkBuildError::NeedsAzureCredentials { .. })
+        ));
+        let no_messages = Destination::new(
+            SinkService::Eventhubs,
+            "https://ns.servicebus.windows.net/devices",
+        );
+        assert!(matches!(
+            build(&no_messages, Some(&azure())),
+            Err(SinkBuildError::EventHubs(
+                EventHubsConfigError::ResourceUrl(EventHubsUrlError::MissingMessages(_))
+            ))
         ));
         // The old magic endpoint is no longer special: it is not a URL.
         let mut old = kinesis.clone();

@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod aws_iot;
+pub mod eventhubs;
 pub mod factory;
 pub mod firehose;
 pub mod kinesis;
