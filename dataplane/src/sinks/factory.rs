@@ -9,6 +9,7 @@ use super::aws::{AwsConfigError, ResourceUrlError};
 use super::firehose::FirehoseSink;
 use super::kinesis::KinesisSink;
 use super::null::NullSink;
+use super::pubsub::{PubsubConfigError, PubsubSink};
 use super::Sink;
 use crate::upstream::Upstream;
 
@@ -28,6 +29,13 @@ pub enum SinkBuildError {
     ResourceUrl(#[from] ResourceUrlError),
     #[error(transparent)]
     Aws(#[from] AwsConfigError),
+    /// Pub/Sub needs a Google service account key file, or has another type.
+    #[error(
+        "{service} needs a Google service account key (type = \"google-service-account-json\")"
+    )]
+    NeedsGoogleCredentials { service: &'static str },
+    #[error("pubsub: {0}")]
+    Pubsub(#[from] PubsubConfigError),
     /// For test factories that fail on purpose.
     #[error("{0}")]
     Other(String),
@@ -117,7 +125,24 @@ impl SinkFactory for DefaultSinkFactory {
                 )?;
                 Ok(Arc::new(sink))
             }
-            other @ (SinkService::AwsIot | SinkService::Eventhubs | SinkService::Pubsub) => {
+            SinkService::Pubsub => {
+                let Some(CredentialKind::GoogleServiceAccount(google)) =
+                    credential.map(|c| &c.kind)
+                else {
+                    return Err(SinkBuildError::NeedsGoogleCredentials {
+                        service: destination.service.as_str(),
+                    });
+                };
+                let sink = PubsubSink::with_upstream(
+                    &self.upstream,
+                    &destination.resource_url,
+                    destination.endpoint.as_deref(),
+                    google.credentials.expose(),
+                    request_timeout,
+                )?;
+                Ok(Arc::new(sink))
+            }
+            other @ (SinkService::AwsIot | SinkService::Eventhubs) => {
                 Err(SinkBuildError::Unsupported(other.as_str()))
             }
         }
@@ -184,10 +209,32 @@ mod tests {
                 ResourceUrlError::NotServiceHost { .. }
             ))
         ));
-        let pubsub = Destination::new(SinkService::Pubsub, "https://pubsub.googleapis.com/x");
+        let pubsub = Destination::new(SinkService::Pubsub, "devices");
         assert!(matches!(
             build(&pubsub, Some(&aws())),
-            Err(SinkBuildError::Unsupported("pubsub"))
+            Err(SinkBuildError::NeedsGoogleCredentials { service: "pubsub" })
+        ));
+        let google = |key_file: String| Credential {
+            id: CredentialId::parse("g").unwrap(),
+            description: None,
+            kind: CredentialKind::GoogleServiceAccount(simgate_control::GoogleServiceAccountJson {
+                credentials: Secret::new(key_file),
+            }),
+        };
+        let key_file =
+            crate::sinks::pubsub::token::tests::key_file("https://oauth2.googleapis.com/token");
+        assert_eq!(
+            build(&pubsub, Some(&google(key_file.to_string()))).unwrap(),
+            "pubsub"
+        );
+        assert!(matches!(
+            build(&pubsub, Some(&google("{}".into()))),
+            Err(SinkBuildError::Pubsub(PubsubConfigError::KeyFile(_)))
+        ));
+        let bad_topic = Destination::new(SinkService::Pubsub, "goog-x");
+        assert!(matches!(
+            build(&bad_topic, Some(&google(key_file.to_string()))),
+            Err(SinkBuildError::Pubsub(PubsubConfigError::Topic(_)))
         ));
         // The old magic endpoint is no longer special: it is not a URL.
         let mut old = kinesis.clone();
