@@ -11,6 +11,7 @@ use super::eventhubs::{EventHubsConfigError, EventHubsSink};
 use super::firehose::FirehoseSink;
 use super::kinesis::KinesisSink;
 use super::null::NullSink;
+use super::pubsub::{PubsubConfigError, PubsubSink};
 use super::Sink;
 use crate::upstream::Upstream;
 
@@ -18,11 +19,6 @@ use crate::upstream::Upstream;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkBuildError {
-    /// A SORACOM service simgate has no sink for yet.
-    #[error(
-        "Funnel destination service {0:?} is not supported yet (kinesis, firehose, aws-iot, eventhubs and discard are)"
-    )]
-    Unsupported(&'static str),
     /// The destination needs AWS credentials and has none, or another type.
     #[error("{service} needs AWS credentials (type = \"aws\")")]
     NeedsAwsCredentials { service: &'static str },
@@ -35,6 +31,13 @@ pub enum SinkBuildError {
     EventHubs(#[from] EventHubsConfigError),
     #[error(transparent)]
     Aws(#[from] AwsConfigError),
+    /// Pub/Sub needs a Google service account key file, or has another type.
+    #[error(
+        "{service} needs a Google service account key (type = \"google-service-account-json\")"
+    )]
+    NeedsGoogleCredentials { service: &'static str },
+    #[error("pubsub: {0}")]
+    Pubsub(#[from] PubsubConfigError),
     /// For test factories that fail on purpose.
     #[error("{0}")]
     Other(String),
@@ -141,6 +144,23 @@ impl SinkFactory for DefaultSinkFactory {
                 )?;
                 Ok(Arc::new(sink))
             }
+            SinkService::Pubsub => {
+                let Some(CredentialKind::GoogleServiceAccount(google)) =
+                    credential.map(|c| &c.kind)
+                else {
+                    return Err(SinkBuildError::NeedsGoogleCredentials {
+                        service: destination.service.as_str(),
+                    });
+                };
+                let sink = PubsubSink::with_upstream(
+                    &self.upstream,
+                    &destination.resource_url,
+                    destination.endpoint.as_deref(),
+                    google.credentials.expose(),
+                    request_timeout,
+                )?;
+                Ok(Arc::new(sink))
+            }
             SinkService::Eventhubs => {
                 let Some(CredentialKind::Azure(azure)) = credential.map(|c| &c.kind) else {
                     return Err(SinkBuildError::NeedsAzureCredentials {
@@ -156,7 +176,6 @@ impl SinkFactory for DefaultSinkFactory {
                 )?;
                 Ok(Arc::new(sink))
             }
-            SinkService::Pubsub => Err(SinkBuildError::Unsupported(destination.service.as_str())),
         }
     }
 }
@@ -242,10 +261,32 @@ mod tests {
                 ResourceUrlError::NotServiceHost { .. }
             ))
         ));
-        let pubsub = Destination::new(SinkService::Pubsub, "https://pubsub.googleapis.com/x");
+        let pubsub = Destination::new(SinkService::Pubsub, "devices");
         assert!(matches!(
             build(&pubsub, Some(&aws())),
-            Err(SinkBuildError::Unsupported("pubsub"))
+            Err(SinkBuildError::NeedsGoogleCredentials { service: "pubsub" })
+        ));
+        let google = |key_file: String| Credential {
+            id: CredentialId::parse("g").unwrap(),
+            description: None,
+            kind: CredentialKind::GoogleServiceAccount(simgate_control::GoogleServiceAccountJson {
+                credentials: Secret::new(key_file),
+            }),
+        };
+        let key_file =
+            crate::sinks::pubsub::token::tests::key_file("https://oauth2.googleapis.com/token");
+        assert_eq!(
+            build(&pubsub, Some(&google(key_file.to_string()))).unwrap(),
+            "pubsub"
+        );
+        assert!(matches!(
+            build(&pubsub, Some(&google("{}".into()))),
+            Err(SinkBuildError::Pubsub(PubsubConfigError::KeyFile(_)))
+        ));
+        let bad_topic = Destination::new(SinkService::Pubsub, "goog-x");
+        assert!(matches!(
+            build(&bad_topic, Some(&google(key_file.to_string()))),
+            Err(SinkBuildError::Pubsub(PubsubConfigError::Topic(_)))
         ));
         // Event Hubs: a shared access policy, a valid resource URL.
         let eventhubs = Destination::new(

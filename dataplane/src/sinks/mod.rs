@@ -9,6 +9,7 @@ pub mod factory;
 pub mod firehose;
 pub mod kinesis;
 pub mod null;
+pub mod pubsub;
 
 use std::future::Future;
 use std::pin::Pin;
