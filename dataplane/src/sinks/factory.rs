@@ -7,6 +7,8 @@ use simgate_control::{AwsCredentials, Credential, CredentialKind, Destination, S
 
 use super::aws::{AwsConfigError, ResourceUrlError};
 use super::firehose::FirehoseSink;
+use super::https::request::HttpsConfigError;
+use super::https::HttpsSink;
 use super::kinesis::KinesisSink;
 use super::null::NullSink;
 use super::Sink;
@@ -18,7 +20,7 @@ use crate::upstream::Upstream;
 pub enum SinkBuildError {
     /// A SORACOM service simgate has no sink for yet.
     #[error(
-        "Funnel destination service {0:?} is not supported yet (kinesis, firehose and discard are)"
+        "Funnel destination service {0:?} is not supported yet (kinesis, firehose, https and discard are)"
     )]
     Unsupported(&'static str),
     /// The destination needs AWS credentials and has none, or another type.
@@ -28,6 +30,11 @@ pub enum SinkBuildError {
     ResourceUrl(#[from] ResourceUrlError),
     #[error(transparent)]
     Aws(#[from] AwsConfigError),
+    /// An `https` destination signs with a `psk` credential or not at all.
+    #[error("https signs with a psk credential (type = \"psk\"), not {found:?}")]
+    HttpsNeedsPsk { found: &'static str },
+    #[error("https destination: {0}")]
+    Https(#[from] HttpsConfigError),
     /// For test factories that fail on purpose.
     #[error("{0}")]
     Other(String),
@@ -117,6 +124,30 @@ impl SinkFactory for DefaultSinkFactory {
                 )?;
                 Ok(Arc::new(sink))
             }
+            SinkService::Https => {
+                let psk = match credential.map(|c| &c.kind) {
+                    None => None,
+                    Some(CredentialKind::Psk(p)) => Some(p.key.expose()),
+                    Some(other) => {
+                        return Err(SinkBuildError::HttpsNeedsPsk {
+                            found: other.type_name(),
+                        })
+                    }
+                };
+                let url = destination
+                    .endpoint
+                    .as_deref()
+                    .unwrap_or(&destination.resource_url);
+                let sink = HttpsSink::with_upstream(
+                    &self.upstream,
+                    url,
+                    destination.request_mode,
+                    &destination.headers,
+                    psk,
+                    request_timeout,
+                )?;
+                Ok(Arc::new(sink))
+            }
             other @ (SinkService::AwsIot | SinkService::Eventhubs | SinkService::Pubsub) => {
                 Err(SinkBuildError::Unsupported(other.as_str()))
             }
@@ -188,6 +219,37 @@ mod tests {
         assert!(matches!(
             build(&pubsub, Some(&aws())),
             Err(SinkBuildError::Unsupported("pubsub"))
+        ));
+        // https: a psk signs, no credential sends unsigned, others refuse.
+        let https = Destination::new(SinkService::Https, "https://hooks.example.com/in");
+        let psk = Credential {
+            id: CredentialId::parse("p").unwrap(),
+            description: None,
+            kind: CredentialKind::Psk(simgate_control::PskCredentials {
+                key: Secret::new("k"),
+            }),
+        };
+        assert_eq!(build(&https, Some(&psk)).unwrap(), "https");
+        assert_eq!(build(&https, None).unwrap(), "https");
+        assert!(matches!(
+            build(&https, Some(&aws())),
+            Err(SinkBuildError::HttpsNeedsPsk {
+                found: "aws-credentials"
+            })
+        ));
+        let bad = Destination::new(SinkService::Https, "ftp://hooks.example.com/in");
+        assert!(matches!(
+            build(&bad, None),
+            Err(SinkBuildError::Https(HttpsConfigError::UnsupportedScheme(
+                _
+            )))
+        ));
+        let mut bad = https.clone();
+        bad.headers
+            .insert("Authorization".into(), "Bearer t".into());
+        assert!(matches!(
+            build(&bad, None),
+            Err(SinkBuildError::Https(HttpsConfigError::InvalidHeader(_)))
         ));
         // The old magic endpoint is no longer special: it is not a URL.
         let mut old = kinesis.clone();

@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod factory;
 pub mod firehose;
+pub mod https;
 pub mod kinesis;
 pub mod null;
 
