@@ -303,12 +303,8 @@ impl ControlPlane {
     /// so a refusal undoes it).
     fn check_funnel_endpoint(&self, g: &Group) -> Result<(), StoreError> {
         let allow = self.allow_insecure_endpoints.load(Ordering::Relaxed);
-        match g
-            .funnel
-            .as_ref()
-            .and_then(|f| f.destination.endpoint.as_deref())
-        {
-            Some(e) => crate::config::check_funnel_endpoint(e, allow)
+        match &g.funnel {
+            Some(f) => crate::config::check_funnel_destination(&f.destination, allow)
                 .map_err(|m| StoreError::Invalid(format!("SoracomFunnel: {m}"))),
             None => Ok(()),
         }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Credential, Group, Imei, Imsi, Msisdn, Operator, Subscriber};
+use crate::model::{
+    Credential, Destination, Group, Imei, Imsi, Msisdn, Operator, SinkService, Subscriber,
+};
 use crate::snapshot::{Session, Snapshot};
 
 /// The embedded default: demo operator, a demo group with Harvest on, and a
@@ -357,6 +359,30 @@ pub fn check_funnel_endpoint(endpoint: &str, allow_insecure: bool) -> Result<(),
     Ok(())
 }
 
+/// [`check_funnel_endpoint`] for every URL a destination sends to: its
+/// `endpoint` override, and for `https` (whose `resourceUrl` is where
+/// records are POSTed) its `resourceUrl`, which must be an http(s) URL.
+pub fn check_funnel_destination(d: &Destination, allow_insecure: bool) -> Result<(), String> {
+    if let Some(e) = &d.endpoint {
+        check_funnel_endpoint(e, allow_insecure)?;
+    }
+    if d.service == SinkService::Https {
+        let url = &d.resource_url;
+        let lower = url
+            .get(..8)
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        if !lower.starts_with("https://") && !lower.starts_with("http://") {
+            return Err(format!(
+                "destination.resourceUrl {url:?} of an https destination must be an https:// URL"
+            ));
+        }
+        check_funnel_endpoint(url, allow_insecure)
+            .map_err(|m| m.replacen("destination.endpoint", "destination.resourceUrl", 1))?;
+    }
+    Ok(())
+}
+
 /// A static IP → IMSI binding, for labs and tests.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -390,10 +416,10 @@ impl Config {
                 return invalid(format!("group {} is declared twice", g.id));
             }
             if let Some(f) = &g.funnel {
-                if let Some(e) = &f.destination.endpoint {
-                    if let Err(m) = check_funnel_endpoint(e, self.funnel.allow_insecure_endpoints) {
-                        return invalid(format!("group {}: funnel {m}", g.id));
-                    }
+                if let Err(m) =
+                    check_funnel_destination(&f.destination, self.funnel.allow_insecure_endpoints)
+                {
+                    return invalid(format!("group {}: funnel {m}", g.id));
                 }
                 if let Err(m) = f.destination.check_flags() {
                     return invalid(format!("group {}: funnel {m}", g.id));
@@ -571,6 +597,24 @@ destination = {{ service = "kinesis", resource_url = "https://kinesis.ap-northea
         assert!(check_funnel_endpoint("http://x", false).is_err());
         assert!(check_funnel_endpoint("http://x", true).is_ok());
         assert!(check_funnel_endpoint("https://x", false).is_ok());
+    }
+
+    #[test]
+    fn https_resource_url_needs_the_opt_in_for_http() {
+        let mut d = Destination::new(SinkService::Https, "https://hooks.example.com/in");
+        assert!(check_funnel_destination(&d, false).is_ok());
+        d.resource_url = "http://127.0.0.1:8080/in".into();
+        let e = check_funnel_destination(&d, false).unwrap_err();
+        assert!(
+            e.contains("destination.resourceUrl") && e.contains("allow_insecure_endpoints"),
+            "{e}"
+        );
+        assert!(check_funnel_destination(&d, true).is_ok());
+        d.resource_url = "ftp://hooks.example.com/in".into();
+        assert!(check_funnel_destination(&d, true).is_err());
+        // Other services' resourceUrl names a resource, not where to send.
+        let k = Destination::new(SinkService::Kinesis, "http://kinesis.x/s");
+        assert!(check_funnel_destination(&k, false).is_ok());
     }
 
     #[test]

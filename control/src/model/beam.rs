@@ -30,7 +30,7 @@ const MAX_DESTINATION: usize = 2048;
 /// Most custom headers per entry.
 const MAX_CUSTOM_HEADERS: usize = 64;
 /// Longest custom header value.
-const MAX_HEADER_VALUE: usize = 4096;
+pub(crate) const MAX_HEADER_VALUE: usize = 4096;
 
 /// One Beam entry point, as named by its key in `SoracomBeam`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -419,7 +419,7 @@ impl BeamEntry {
 }
 
 /// A header name as HTTP allows it (RFC 9110 token).
-fn is_token(s: &str) -> bool {
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
         && s.bytes().all(|b| {

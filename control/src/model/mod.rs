@@ -203,6 +203,112 @@ pub struct Destination {
     /// base64 wrapping).
     #[serde(skip_serializing_if = "is_false")]
     pub send_payloads_as_binary: bool,
+    /// `https` (simgate's own service): one POST per batch or per record.
+    #[serde(skip_serializing_if = "HttpsRequestMode::is_batch")]
+    pub request_mode: HttpsRequestMode,
+    /// `https`: extra request headers, checked by
+    /// [`Destination::check_flags`]. Not secret (the API lists them and
+    /// they name the spool directory), hence no `Authorization`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// How the `https` sink sends a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpsRequestMode {
+    /// One POST per batch, the body a JSON array of the records.
+    #[default]
+    Batch,
+    /// One POST per record, the body the record itself; each record's
+    /// outcome comes from its own response.
+    Record,
+}
+
+impl HttpsRequestMode {
+    pub fn is_batch(&self) -> bool {
+        *self == Self::Batch
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Batch => "batch",
+            Self::Record => "record",
+        }
+    }
+}
+
+/// Headers the `https` sink writes itself (framing, body type, signature)
+/// or that would carry a secret in a destination that is not one.
+pub const HTTPS_RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "authorization",
+    "proxy-authorization",
+    "x-simgate-timestamp",
+    "x-simgate-signature",
+];
+
+/// Most extra headers of an `https` destination.
+pub const HTTPS_MAX_HEADERS: usize = 32;
+
+/// Refuses extra `https` headers that are not valid HTTP, that the sink
+/// writes itself, or that would hold a secret (see
+/// [`HTTPS_RESERVED_HEADERS`]); names are case-insensitive, so two
+/// spellings of one name are refused too.
+pub fn check_https_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
+    if headers.len() > HTTPS_MAX_HEADERS {
+        return Err(format!(
+            "destination.headers: at most {HTTPS_MAX_HEADERS} headers"
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, value) in headers {
+        let shown = || name.chars().take(64).collect::<String>();
+        if !beam::is_token(name) {
+            return Err(format!(
+                "destination.headers: {:?} is not a valid header name",
+                shown()
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if HTTPS_RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(format!(
+                "destination.headers: {} is set by simgate or would hold a secret \
+                 (sign with a psk credential instead of an Authorization header)",
+                shown()
+            ));
+        }
+        let value_ok = value.len() <= beam::MAX_HEADER_VALUE
+            && !value.starts_with([' ', '\t'])
+            && !value.ends_with([' ', '\t'])
+            && value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+        if !value_ok {
+            return Err(format!(
+                "destination.headers: the value of {} must be printable ASCII without \
+                 leading or trailing blanks, at most {} bytes",
+                shown(),
+                beam::MAX_HEADER_VALUE
+            ));
+        }
+        if !seen.insert(lower) {
+            return Err(format!(
+                "destination.headers: {} is given twice (names ignore case)",
+                shown()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_false(b: &bool) -> bool {
@@ -226,6 +332,10 @@ struct DestinationRepr {
     randomize_partition_key: bool,
     #[serde(default, alias = "sendPayloadsAsBinary")]
     send_payloads_as_binary: bool,
+    #[serde(default, alias = "requestMode")]
+    request_mode: HttpsRequestMode,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
 impl From<DestinationRepr> for Destination {
@@ -240,6 +350,8 @@ impl From<DestinationRepr> for Destination {
             payloads_only: r.payloads_only,
             randomize_partition_key: r.randomize_partition_key,
             send_payloads_as_binary: r.send_payloads_as_binary,
+            request_mode: r.request_mode,
+            headers: r.headers,
         }
     }
 }
@@ -255,6 +367,8 @@ impl Destination {
             payloads_only: false,
             randomize_partition_key: false,
             send_payloads_as_binary: false,
+            request_mode: HttpsRequestMode::Batch,
+            headers: BTreeMap::new(),
         }
     }
 
@@ -273,7 +387,13 @@ impl Destination {
         if self.send_payloads_as_binary && self.service != AwsIot {
             return misplaced("sendPayloadsAsBinary", "aws-iot");
         }
-        Ok(())
+        if !self.request_mode.is_batch() && self.service != Https {
+            return misplaced("requestMode", "https");
+        }
+        if !self.headers.is_empty() && self.service != Https {
+            return misplaced("headers", "https");
+        }
+        check_https_headers(&self.headers)
     }
 }
 
@@ -290,6 +410,10 @@ pub enum SinkService {
     /// measure simgate without a cloud behind it). Not a SORACOM service;
     /// `resource_url` is only a label, credentials are not used.
     Discard,
+    /// simgate's own generic webhook: records are POSTed as JSON to
+    /// `resource_url`, signed with HMAC-SHA256 when the credential is a
+    /// `psk`. Not a SORACOM service.
+    Https,
 }
 
 impl SinkService {
@@ -301,6 +425,7 @@ impl SinkService {
             Self::Eventhubs => "eventhubs",
             Self::Pubsub => "pubsub",
             Self::Discard => "discard",
+            Self::Https => "https",
         }
     }
     /// SORACOM's `provider` for the service.
@@ -309,7 +434,7 @@ impl SinkService {
             Self::Kinesis | Self::Firehose | Self::AwsIot => "aws",
             Self::Eventhubs => "azure",
             Self::Pubsub => "google",
-            Self::Discard => "simgate",
+            Self::Discard | Self::Https => "simgate",
         }
     }
 }
@@ -425,10 +550,78 @@ mod tests {
             .check_flags()
             .unwrap_err()
             .contains("randomizePartitionKey"));
+        // The https options, like the flags, only when set.
+        let mut https = Destination::new(SinkService::Https, "https://hooks.example.com/in");
+        assert_eq!(
+            serde_json::to_value(&https).unwrap(),
+            json!({"provider": "simgate", "service": "https",
+                "resource_url": "https://hooks.example.com/in", "endpoint": null})
+        );
+        https.request_mode = HttpsRequestMode::Record;
+        https.headers.insert("X-Tenant".into(), "a b".into());
+        let v = serde_json::to_value(&https).unwrap();
+        assert_eq!(v["request_mode"], "record");
+        assert_eq!(v["headers"], json!({"X-Tenant": "a b"}));
+        assert_eq!(serde_json::from_value::<Destination>(v).unwrap(), https);
+        let camel: Destination = serde_json::from_value(json!({"service": "https",
+            "resourceUrl": "https://hooks.example.com/in", "requestMode": "record",
+            "headers": {"X-Tenant": "a b"}}))
+        .unwrap();
+        assert_eq!(camel, https);
+        assert!(https.check_flags().is_ok());
+        https.service = SinkService::Kinesis;
+        assert!(https.check_flags().unwrap_err().contains("requestMode"));
+        https.request_mode = HttpsRequestMode::Batch;
+        assert!(https.check_flags().unwrap_err().contains("headers"));
         // Provider follows the service when left out.
         let d: Destination =
             serde_json::from_value(json!({"service": "eventhubs", "resourceUrl": "https://x"}))
                 .unwrap();
         assert_eq!(d.provider, "azure");
+    }
+
+    #[test]
+    fn https_headers_are_checked() {
+        let h = |pairs: &[(&str, &str)]| {
+            check_https_headers(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        assert!(h(&[]).is_ok());
+        assert!(h(&[
+            ("X-Tenant", "acme"),
+            ("x-api-version", "2"),
+            ("User-Agent", "me")
+        ])
+        .is_ok());
+        for (name, value, why) in [
+            ("X Tenant", "a", "not a valid header name"),
+            ("", "a", "not a valid header name"),
+            ("X-Ü", "a", "not a valid header name"),
+            ("Host", "a", "set by simgate"),
+            ("content-type", "text/plain", "set by simgate"),
+            ("Content-Length", "1", "set by simgate"),
+            ("Authorization", "Bearer x", "psk"),
+            ("X-Simgate-Signature", "x", "set by simgate"),
+            ("X-A", "line\nbreak", "printable ASCII"),
+            ("X-A", "caf\u{e9}", "printable ASCII"),
+            ("X-A", " padded", "printable ASCII"),
+        ] {
+            let e = h(&[(name, value)]).unwrap_err();
+            assert!(e.contains(why), "{name:?}={value:?}: {e}");
+        }
+        assert!(h(&[("X-A", &"v".repeat(4097))]).is_err());
+        assert!(h(&[("X-A", "1"), ("x-a", "2")])
+            .unwrap_err()
+            .contains("twice"));
+        let many: Vec<(String, String)> = (0..=HTTPS_MAX_HEADERS)
+            .map(|i| (format!("x-{i}"), "v".to_owned()))
+            .collect();
+        assert!(check_https_headers(&many.into_iter().collect())
+            .unwrap_err()
+            .contains("at most"));
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use super::StoreError;
 use crate::model::{
     BeamEntry, BeamEntryPoint, CredentialId, Destination, FunnelConfig, FunnelContentType, Group,
-    SinkService,
+    HttpsRequestMode, SinkService,
 };
 
 /// Longest configuration key accepted in an unmodelled namespace.
@@ -278,6 +278,10 @@ fn funnel_to_map(f: &FunnelConfig) -> BTreeMap<String, Value> {
             json!(d.send_payloads_as_binary),
         );
     }
+    if d.service == SinkService::Https {
+        destination.insert("requestMode".into(), json!(d.request_mode.as_str()));
+        destination.insert("headers".into(), json!(d.headers));
+    }
     if let Some(e) = &d.endpoint {
         destination.insert("endpoint".into(), json!(e));
     }
@@ -307,6 +311,10 @@ struct DestinationIn {
     randomize_partition_key: Option<bool>,
     #[serde(default)]
     send_payloads_as_binary: Option<bool>,
+    #[serde(default)]
+    request_mode: Option<HttpsRequestMode>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     endpoint: Option<String>,
 }
@@ -344,7 +352,8 @@ fn funnel_from_map(
     let dest: DestinationIn = serde_json::from_value(dest.clone()).map_err(|e| {
         invalid(format!(
             "destination must be {{\"provider\",\"service\",\"resourceUrl\",\"payloadsOnly\"?,\
-             \"randomizePartitionKey\"? (kinesis),\"sendPayloadsAsBinary\"? (aws-iot),\"endpoint\"?}}: {e}"
+             \"randomizePartitionKey\"? (kinesis),\"sendPayloadsAsBinary\"? (aws-iot),\
+             \"requestMode\"? (https),\"headers\"? (https),\"endpoint\"?}}: {e}"
         ))
     })?;
     let (Some(service), Some(resource_url)) = (dest.service, dest.resource_url) else {
@@ -364,6 +373,8 @@ fn funnel_from_map(
         payloads_only: dest.payloads_only.unwrap_or(false),
         randomize_partition_key: dest.randomize_partition_key.unwrap_or(false),
         send_payloads_as_binary: dest.send_payloads_as_binary.unwrap_or(false),
+        request_mode: dest.request_mode.unwrap_or_default(),
+        headers: dest.headers.unwrap_or_default(),
     };
     destination.check_flags().map_err(invalid)?;
     let cred = cred
@@ -505,6 +516,41 @@ mod tests {
     }
 
     #[test]
+    fn https_destination_options_round_trip() {
+        let mut g = group();
+        put(
+            &mut g,
+            Namespace::Funnel,
+            kv(json!({
+                "destination": {"service": "https", "resourceUrl": "https://hooks.example.com/in",
+                    "requestMode": "record", "headers": {"X-Tenant": "acme"}},
+                "credentialsId": "hook",
+            })),
+            &|_| true,
+        )
+        .unwrap();
+        let d = &g.funnel.as_ref().unwrap().destination;
+        assert_eq!(d.provider, "simgate");
+        assert_eq!(d.request_mode, HttpsRequestMode::Record);
+        assert_eq!(d.headers["X-Tenant"], "acme");
+        let rendered = render(&g)["SoracomFunnel"].clone();
+        assert_eq!(rendered["destination"]["requestMode"], json!("record"));
+        assert_eq!(
+            rendered["destination"]["headers"],
+            json!({"X-Tenant": "acme"})
+        );
+        let mut h = group();
+        put(
+            &mut h,
+            Namespace::Funnel,
+            rendered.into_iter().collect(),
+            &|_| true,
+        )
+        .unwrap();
+        assert_eq!(h.funnel, g.funnel);
+    }
+
+    #[test]
     fn funnel_maps_validates_and_round_trips() {
         let mut g = group();
         let e = put(&mut g, Namespace::Funnel, funnel_entries(), &|_| false).unwrap_err();
@@ -642,6 +688,18 @@ mod tests {
             (
                 json!({"destination": {"service": "kinesis", "resourceUrl": "https://x", "sendPayloadsAsBinary": true}}),
                 "sendPayloadsAsBinary",
+            ),
+            (
+                json!({"destination": {"service": "kinesis", "resourceUrl": "https://x", "requestMode": "record"}}),
+                "requestMode",
+            ),
+            (
+                json!({"destination": {"service": "https", "resourceUrl": "https://x", "requestMode": "each"}}),
+                "requestMode",
+            ),
+            (
+                json!({"destination": {"service": "https", "resourceUrl": "https://x", "headers": {"Authorization": "Bearer t"}}}),
+                "psk credential",
             ),
             (json!({"contentType": "xml"}), "unspecified"),
         ] {

@@ -9,6 +9,8 @@ use super::aws::{AwsConfigError, ResourceUrlError};
 use super::aws_iot::AwsIotSink;
 use super::eventhubs::{EventHubsConfigError, EventHubsSink};
 use super::firehose::FirehoseSink;
+use super::https::request::HttpsConfigError;
+use super::https::HttpsSink;
 use super::kinesis::KinesisSink;
 use super::null::NullSink;
 use super::pubsub::{PubsubConfigError, PubsubSink};
@@ -38,6 +40,11 @@ pub enum SinkBuildError {
     NeedsGoogleCredentials { service: &'static str },
     #[error("pubsub: {0}")]
     Pubsub(#[from] PubsubConfigError),
+    /// An `https` destination signs with a `psk` credential or not at all.
+    #[error("https signs with a psk credential (type = \"psk\"), not {found:?}")]
+    HttpsNeedsPsk { found: &'static str },
+    #[error("https destination: {0}")]
+    Https(#[from] HttpsConfigError),
     /// For test factories that fail on purpose.
     #[error("{0}")]
     Other(String),
@@ -140,6 +147,30 @@ impl SinkFactory for DefaultSinkFactory {
                     resource,
                     destination.send_payloads_as_binary,
                     aws,
+                    request_timeout,
+                )?;
+                Ok(Arc::new(sink))
+            }
+            SinkService::Https => {
+                let psk = match credential.map(|c| &c.kind) {
+                    None => None,
+                    Some(CredentialKind::Psk(p)) => Some(p.key.expose()),
+                    Some(other) => {
+                        return Err(SinkBuildError::HttpsNeedsPsk {
+                            found: other.type_name(),
+                        })
+                    }
+                };
+                let url = destination
+                    .endpoint
+                    .as_deref()
+                    .unwrap_or(&destination.resource_url);
+                let sink = HttpsSink::with_upstream(
+                    &self.upstream,
+                    url,
+                    destination.request_mode,
+                    &destination.headers,
+                    psk,
                     request_timeout,
                 )?;
                 Ok(Arc::new(sink))
@@ -313,6 +344,37 @@ mod tests {
             Err(SinkBuildError::EventHubs(
                 EventHubsConfigError::ResourceUrl(EventHubsUrlError::MissingMessages(_))
             ))
+        ));
+        // https: a psk signs, no credential sends unsigned, others refuse.
+        let https = Destination::new(SinkService::Https, "https://hooks.example.com/in");
+        let psk = Credential {
+            id: CredentialId::parse("p").unwrap(),
+            description: None,
+            kind: CredentialKind::Psk(simgate_control::PskCredentials {
+                key: Secret::new("k"),
+            }),
+        };
+        assert_eq!(build(&https, Some(&psk)).unwrap(), "https");
+        assert_eq!(build(&https, None).unwrap(), "https");
+        assert!(matches!(
+            build(&https, Some(&aws())),
+            Err(SinkBuildError::HttpsNeedsPsk {
+                found: "aws-credentials"
+            })
+        ));
+        let bad = Destination::new(SinkService::Https, "ftp://hooks.example.com/in");
+        assert!(matches!(
+            build(&bad, None),
+            Err(SinkBuildError::Https(HttpsConfigError::UnsupportedScheme(
+                _
+            )))
+        ));
+        let mut bad = https.clone();
+        bad.headers
+            .insert("Authorization".into(), "Bearer t".into());
+        assert!(matches!(
+            build(&bad, None),
+            Err(SinkBuildError::Https(HttpsConfigError::InvalidHeader(_)))
         ));
         // The old magic endpoint is no longer special: it is not a URL.
         let mut old = kinesis.clone();

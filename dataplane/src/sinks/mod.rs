@@ -7,6 +7,7 @@ pub mod aws_iot;
 pub mod eventhubs;
 pub mod factory;
 pub mod firehose;
+pub mod https;
 pub mod kinesis;
 pub mod null;
 pub mod pubsub;
