@@ -1168,9 +1168,7 @@ funnel_sinks_bench() {
     out=$WORK/result.sinks.$sink
     local d g c
     d=$(values "$out.direct" rate | median)
-    g=$(for f in "$out.simgate"; do
-      paste -d' ' <(values "$f" delivered) <(values "$f" seconds) | awk '$2 > 0 { print $1 / $2 }'
-    done | median)
+    g=$(values "$out.simgate" delivered_rate | median)
     c=$(med "$out.simgate" cpu_s)
     printf "%-10s %10.0f %10.0f %8s %10s\n" "$sink" "$d" "$g" \
       "$(awk -v g="$g" -v d="$d" 'BEGIN { if (d > 0) printf "%.3f", g / d; else print "nan" }')" "$c"
@@ -1179,7 +1177,7 @@ funnel_sinks_bench() {
   for sink in $sinks; do
     out=$WORK/result.sinks.$sink
     awk -v s="$sink" -v d="$(values "$out.direct" rate | median)" \
-      -v g="$(paste -d' ' <(values "$out.simgate" delivered) <(values "$out.simgate" seconds) | awk '$2 > 0 { print $1 / $2 }' | median)" \
+      -v g="$(values "$out.simgate" delivered_rate | median)" \
       'BEGIN { printf "funnel-sinks %s ratio=%s\n", s, (d > 0 ? sprintf("%.3f", g / d) : "nan") }'
   done
   echo "direct   simgate's sink for the same destination driven in a loop (max_in_flight full batches)"
