@@ -125,7 +125,7 @@ pub(crate) fn setup(a: &SetupArgs) -> anyhow::Result<()> {
                 let (region, stream) =
                     simgate::sinks::kinesis::parse_resource_url(&d.resource_url)?;
                 let admin = simgate::sinks::kinesis::admin::KinesisAdmin::new(
-                    &endpoint,
+                    &endpoint()?,
                     region,
                     aws.context("kinesis needs AWS credentials")?,
                     Duration::from_secs(10),
@@ -137,6 +137,7 @@ pub(crate) fn setup(a: &SetupArgs) -> anyhow::Result<()> {
                 let (region, stream) =
                     simgate::sinks::firehose::parse_resource_url(&d.resource_url)?;
                 let aws = aws.context("firehose needs AWS credentials")?;
+                let endpoint = endpoint()?;
                 create_bucket(&endpoint, "bench-records").await?;
                 let api = simgate::sinks::aws::AwsJsonClient::new(
                     &Upstream::shared_default()?,

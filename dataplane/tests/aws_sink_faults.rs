@@ -1,5 +1,6 @@
 //! Kinesis and Firehose faults that their emulators cannot produce, against
-//! a local HTTPS peer that answers with the services' own shapes: per-record
+//! a local HTTPS peer that answers with the services' own shapes: an outage
+//! (`InternalFailure` answers, spending no record's attempts), per-record
 //! throttling inside a 200 answer (`ProvisionedThroughputExceededException`,
 //! `ServiceUnavailableException` with `FailedPutCount`), a whole request
 //! throttled, a record refused for good (dead letter), and a key rotation
@@ -88,9 +89,10 @@ fn access_key(req: &PeerRequest) -> String {
         .to_owned()
 }
 
-/// The peer: request 0 throttled as a whole; in the next two, every other
-/// record throttled; a record with `"poison"` refused for good; keys other
-/// than `accepted_key` refused with 400 UnrecognizedClientException.
+/// The peer: requests 0–2 fail with 500 InternalFailure (an outage),
+/// request 3 is throttled as a whole; in the next two, every other record
+/// is throttled; a record with `"poison"` is refused for good; keys other
+/// than `accepted_key` are refused with 400 UnrecognizedClientException.
 fn handler(
     service: Service,
     accepted_key: Arc<Mutex<String>>,
@@ -113,6 +115,14 @@ fn handler(
             );
         }
         let i = n.fetch_add(1, Ordering::SeqCst);
+        if i < 3 {
+            return PeerResponse::json(
+                500,
+                &serde_json::json!({"__type": "InternalFailure", "message": "Internal service failure."}),
+            )
+            .with_header("x-amzn-ErrorType", "InternalFailure");
+        }
+        let i = i - 3;
         if i == 0 {
             return PeerResponse::json(
                 400,
@@ -246,6 +256,13 @@ imsi = "{IMSI}"
     let label = format!("sink=\"{name}\"");
     let retries = common::metric(&run, "simgate_funnel_retries_total", &[&label]).await;
     assert!(retries >= 2.0, "throttled records were retried ({retries})");
+    let outage = common::metric(
+        &run,
+        "simgate_funnel_retries_total",
+        &[&label, "result=\"internal_failure\""],
+    )
+    .await;
+    assert!(outage >= 1.0, "the outage was retried ({outage})");
     let token = run.token();
     let deadline = Instant::now() + Duration::from_secs(10);
     let dead = loop {

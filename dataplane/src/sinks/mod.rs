@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod aws_iot;
 pub mod eventhubs;
+pub mod exchange;
 pub mod factory;
 pub mod firehose;
 pub mod https;

@@ -12,15 +12,14 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Limited};
 use simgate_control::AwsCredentials;
 
 use super::error::classify_error;
 use super::resource_url::ResourceUrlError;
 use super::CONTENT_TYPE as AWS_JSON_CONTENT_TYPE;
+use crate::sinks::exchange::exchange;
 use crate::sinks::{FailureKind, SinkError};
-use crate::upstream::error::error_chain;
-use crate::upstream::{full_body, HttpClient, Upstream, UpstreamConfigError, UpstreamError};
+use crate::upstream::{HttpClient, Upstream, UpstreamConfigError};
 
 /// Why an AWS client (or a sink built on one) could not be built from its
 /// configuration.
@@ -159,7 +158,7 @@ impl AwsJsonClient {
     /// Sends one signed request and reads the whole response (at most
     /// `max_response` bytes of body). Timeouts, connection, TLS and
     /// transport errors are [`FailureKind::Transient`] (labelled as
-    /// [`UpstreamError::label`]); the HTTP status is left to the caller.
+    /// [`crate::upstream::UpstreamError::label`]); the HTTP status is left to the caller.
     pub async fn call(
         &self,
         target: &str,
@@ -187,52 +186,16 @@ impl AwsJsonClient {
         req: Request<Bytes>,
         max_response: usize,
     ) -> Result<AwsResponse, SinkError> {
-        match tokio::time::timeout(self.timeout, self.send(req, max_response)).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(SinkError {
-                kind: FailureKind::Transient,
-                reason: "timeout",
-                message: format!("no complete response within {:?}", self.timeout),
-            }),
-        }
-    }
-
-    async fn send(
-        &self,
-        req: Request<Bytes>,
-        max_response: usize,
-    ) -> Result<AwsResponse, SinkError> {
-        let resp = self
-            .http
-            .request(req.map(full_body))
-            .await
-            .map_err(transport_failure)?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, max_response)
-            .collect()
-            .await
-            .map_err(|e| {
-                let too_large = e.is::<http_body_util::LengthLimitError>();
-                SinkError {
-                    kind: FailureKind::Transient,
-                    reason: if too_large {
-                        "response_too_large"
-                    } else {
-                        "http"
-                    },
-                    message: format!("reading response body: {}", error_chain(&*e)),
-                }
-            })?
-            .to_bytes();
-        let error_type = parts
+        let resp = exchange(&self.http, req, self.timeout, max_response).await?;
+        let error_type = resp
             .headers
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Ok(AwsResponse {
-            status: parts.status,
+            status: resp.status,
             error_type,
-            body,
+            body: resp.body,
         })
     }
 
@@ -312,18 +275,6 @@ impl<'a> Post<'a> {
             content_type: AWS_JSON_CONTENT_TYPE,
             target: Some(target),
         }
-    }
-}
-
-/// A failed exchange with the endpoint. Always [`FailureKind::Transient`],
-/// TLS failures included: a certificate problem breaks the destination, not
-/// the records, so they wait for it to be fixed (bounded by their age and
-/// the queue budget) instead of being dead-lettered one by one.
-fn transport_failure(e: UpstreamError) -> SinkError {
-    SinkError {
-        kind: FailureKind::Transient,
-        reason: e.label(),
-        message: e.message().to_owned(),
     }
 }
 

@@ -8,18 +8,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Uri};
-use http_body_util::{BodyExt as _, Limited};
 use simgate_control::AzureCredentials;
 
 use super::request::{self, EventHubUrl, EventHubsUrlError, Plan};
 use super::sas::{SasCache, SasSigner};
 use super::MAX_REQUEST_BYTES;
+use crate::sinks::exchange::exchange;
 use crate::sinks::{
     BatchLimits, BatchOutcome, FailureKind, RecordOutcome, RetryReason, Sink, SinkError,
     SinkFuture, SinkRecord,
 };
-use crate::upstream::error::error_chain;
-use crate::upstream::{full_body, HttpClient, Upstream, UpstreamConfigError};
+use crate::upstream::{HttpClient, Upstream, UpstreamConfigError};
 
 /// Largest response body read: a 201 is empty and an error is one short
 /// `<Error>` document.
@@ -203,22 +202,17 @@ impl EventHubsSink {
     }
 
     async fn send(&self, body: Bytes, records: usize) -> BatchOutcome {
-        let outcome = match tokio::time::timeout(self.timeout, self.exchange(body, records)).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => BatchOutcome::Failed(e),
-            Err(_elapsed) => BatchOutcome::Failed(SinkError {
-                kind: FailureKind::Transient,
-                reason: "timeout",
-                message: format!("no complete response within {:?}", self.timeout),
-            }),
-        };
+        let outcome = self
+            .post(body, records)
+            .await
+            .unwrap_or_else(BatchOutcome::Failed);
         if let BatchOutcome::Failed(e) = &outcome {
             tracing::debug!(hub = %self.hub.hub, reason = e.reason, error = %e.message, "Event Hubs send failed");
         }
         outcome
     }
 
-    async fn exchange(&self, body: Bytes, records: usize) -> Result<BatchOutcome, SinkError> {
+    async fn post(&self, body: Bytes, records: usize) -> Result<BatchOutcome, SinkError> {
         let req = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
@@ -227,32 +221,16 @@ impl EventHubsSink {
                 CONTENT_TYPE,
                 HeaderValue::from_static(request::CONTENT_TYPE),
             )
-            .body(full_body(body))
+            .body(body)
             .map_err(|e| SinkError {
                 kind: FailureKind::Permanent,
                 reason: "request",
                 message: format!("building request: {e}"),
             })?;
-        // Network, TLS and timeout failures are transient, TLS included: a
-        // certificate problem breaks the destination, not the records.
-        let resp = self.http.request(req).await.map_err(|e| SinkError {
-            kind: FailureKind::Transient,
-            reason: e.label(),
-            message: e.message().to_owned(),
-        })?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| SinkError {
-                kind: FailureKind::Transient,
-                reason: "http",
-                message: format!("reading response body: {}", error_chain(&*e)),
-            })?
-            .to_bytes();
+        let resp = exchange(&self.http, req, self.timeout, MAX_RESPONSE).await?;
         Ok(request::classify_response(
-            parts.status.as_u16(),
-            &body,
+            resp.status.as_u16(),
+            &resp.body,
             records,
         ))
     }

@@ -16,7 +16,7 @@ use super::RECORD_MODE_CONCURRENCY;
 use crate::sinks::{
     BatchLimits, BatchOutcome, FailureKind, Sink, SinkError, SinkFuture, SinkRecord,
 };
-use crate::upstream::{full_body, HttpClient, Upstream, UpstreamError};
+use crate::upstream::{full_body, HttpClient, Upstream};
 
 /// Most bytes of a response body read: only its start goes into a failure
 /// message, but reading it to the end lets the connection be reused.
@@ -112,7 +112,7 @@ impl HttpsSink {
             .http
             .request(req.map(full_body))
             .await
-            .map_err(transport_failure)?;
+            .map_err(crate::sinks::exchange::transport_failure)?;
         let status = resp.status().as_u16();
         // The status decides; a body that breaks off only shortens the
         // failure message (and a 2xx was the receiver's word already).
@@ -154,18 +154,6 @@ impl HttpsSink {
                 request::record_mode_outcome(results)
             }
         }
-    }
-}
-
-/// A failed exchange. Always transient, TLS failures included: a
-/// certificate problem breaks the destination, not the records, so they
-/// wait for it to be fixed instead of being dead-lettered one by one (as
-/// for the AWS sinks).
-fn transport_failure(e: UpstreamError) -> SinkError {
-    SinkError {
-        kind: FailureKind::Transient,
-        reason: e.label(),
-        message: e.message().to_owned(),
     }
 }
 

@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Limited};
+use http::{Method, Request, Uri};
 
 use super::request::{self, Topic, TopicError, DEFAULT_ENDPOINT};
 use super::token::{KeyFileError, ServiceAccountKey, TokenSource};
+use crate::sinks::exchange::exchange;
 use crate::sinks::{
     BatchLimits, BatchOutcome, FailureKind, Sink, SinkError, SinkFuture, SinkRecord,
 };
-use crate::upstream::error::error_chain;
-use crate::upstream::{full_body, HttpClient, Upstream, UpstreamConfigError};
+use crate::upstream::{HttpClient, Upstream, UpstreamConfigError};
 
 /// Largest publish response read: 1,000 message ids are about 20 KiB.
 const MAX_RESPONSE: usize = 1 << 20;
@@ -121,7 +120,10 @@ impl PubsubSink {
                 })
             }
         };
-        let (status, body) = match exchange(&self.http, req, self.timeout, MAX_RESPONSE).await {
+        let (status, body) = match exchange(&self.http, req, self.timeout, MAX_RESPONSE)
+            .await
+            .map(|r| (r.status, r.body))
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(topic = %self.topic.topic, reason = e.reason, error = %e.message, "publish failed");
@@ -186,54 +188,6 @@ fn publish_uri(endpoint: &str, topic: &Topic) -> Result<Uri, PubsubConfigError> 
         .path_and_query(topic.publish_path())
         .build()
         .map_err(|e| invalid(format!("{e}")))
-}
-
-/// Sends `req` and reads the whole response (at most `max_response` bytes
-/// of body) within `timeout`. Timeouts, connection, TLS and transport
-/// errors are [`FailureKind::Transient`]: a broken endpoint breaks the
-/// destination, not the records, which wait for it to be fixed.
-pub(super) async fn exchange(
-    http: &HttpClient,
-    req: Request<Bytes>,
-    timeout: Duration,
-    max_response: usize,
-) -> Result<(StatusCode, Bytes), SinkError> {
-    let send = async {
-        let resp = http
-            .request(req.map(full_body))
-            .await
-            .map_err(|e| SinkError {
-                kind: FailureKind::Transient,
-                reason: e.label(),
-                message: e.message().to_owned(),
-            })?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, max_response)
-            .collect()
-            .await
-            .map_err(|e| {
-                let too_large = e.is::<http_body_util::LengthLimitError>();
-                SinkError {
-                    kind: FailureKind::Transient,
-                    reason: if too_large {
-                        "response_too_large"
-                    } else {
-                        "http"
-                    },
-                    message: format!("reading response body: {}", error_chain(&*e)),
-                }
-            })?
-            .to_bytes();
-        Ok((parts.status, body))
-    };
-    match tokio::time::timeout(timeout, send).await {
-        Ok(result) => result,
-        Err(_elapsed) => Err(SinkError {
-            kind: FailureKind::Transient,
-            reason: "timeout",
-            message: format!("no complete response within {timeout:?}"),
-        }),
-    }
 }
 
 #[cfg(test)]

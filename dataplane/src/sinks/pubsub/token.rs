@@ -14,8 +14,8 @@ use http::{Method, Request, Uri};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use super::client::exchange;
 use crate::sinks::aws::error::truncate;
+use crate::sinks::exchange::exchange;
 use crate::sinks::{FailureKind, SinkError};
 use crate::upstream::HttpClient;
 
@@ -426,6 +426,7 @@ impl TokenSource {
             })?;
         let (status, body) = exchange(&self.http, req, self.timeout, MAX_TOKEN_RESPONSE)
             .await
+            .map(|r| (r.status, r.body))
             .map_err(|mut e| {
                 e.message = format!("token endpoint {}: {}", self.key.token_uri, e.message);
                 e
