@@ -111,10 +111,11 @@ pub(crate) fn setup(a: &SetupArgs) -> anyhow::Result<()> {
     let config = read_config(&a.config)?;
     let (funnel, credential) = bench_group(&config)?;
     let d = &funnel.destination;
-    let endpoint = d
-        .endpoint
-        .clone()
-        .context("the bench destination needs an endpoint")?;
+    let endpoint = || {
+        d.endpoint
+            .clone()
+            .context("the bench destination needs an emulator endpoint")
+    };
     let aws = match credential.map(|c| c.kind) {
         Some(CredentialKind::Aws(aws)) => Some(aws),
         _ => None,
