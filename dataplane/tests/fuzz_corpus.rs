@@ -15,6 +15,8 @@ mod beam_tcp_line;
 mod config_toml;
 #[path = "../../fuzz/checks/funnel_envelope.rs"]
 mod funnel_envelope;
+#[path = "../../fuzz/checks/funnel_sinks.rs"]
+mod funnel_sinks;
 #[path = "../../fuzz/checks/harvest_query.rs"]
 mod harvest_query;
 #[path = "../../fuzz/checks/kinesis_response.rs"]
@@ -119,4 +121,9 @@ fn beam_tcp_line_corpus() {
 #[test]
 fn beam_mqtt_codec_corpus() {
     replay("beam_mqtt_codec", beam_mqtt_codec::check);
+}
+
+#[test]
+fn funnel_sinks_corpus() {
+    replay("funnel_sinks", funnel_sinks::check);
 }

@@ -282,8 +282,19 @@ pub fn parse_resource_url(url: &str, default_project: &str) -> Result<Topic, Top
         let (host, path) = rest
             .split_once('/')
             .ok_or_else(|| TopicError::Malformed(raw.to_owned()))?;
-        let host_name = host.split(':').next().unwrap_or(host);
-        if !host_name.ends_with(".googleapis.com") {
+        // Only a host name and a port: anything else (`?`, `#`, `@`, `\`)
+        // would make the authority that `http::Uri` sends the token to
+        // differ from the text checked here (found by the fuzzer:
+        // `https://evil.example?.googleapis.com/v1/…`).
+        let (host_name, port) = host.split_once(':').unwrap_or((host, ""));
+        let is_name = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        };
+        if !host_name.to_ascii_lowercase().ends_with(".googleapis.com")
+            || !is_name(host_name)
+            || !port.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(TopicError::NotGoogleHost(raw.to_owned()));
         }
         let path = path
@@ -605,6 +616,11 @@ mod tests {
             "https://evil.example/v1/projects/p/topics/t",
             "https://googleapis.com.evil.example/v1/projects/p/topics/t",
             "http://pubsub.googleapis.com/v1/projects/p/topics/t",
+            "https://evil.example?.googleapis.com/v1/projects/p/topics/t",
+            "https://evil.example#.googleapis.com/v1/projects/p/topics/t",
+            "https://evil.example@x.googleapis.com/v1/projects/p/topics/t",
+            "https://evil.example\\.googleapis.com/v1/projects/p/topics/t",
+            "https://pubsub.googleapis.com:44x/v1/projects/p/topics/t",
         ] {
             assert!(
                 matches!(
