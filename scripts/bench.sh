@@ -109,6 +109,7 @@
 #   BENCH_SINKS    which sinks [kinesis firehose aws-iot eventhubs pubsub https]
 #   BENCH_SECONDS, BENCH_WARMUP, BENCH_RUNS, BENCH_SIZE as funnel-udp;
 #   BENCH_SOURCES  [100]
+#   BENCH_DURABILITY  simgate's [funnel] durability, memory or spool [spool]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -1152,7 +1153,8 @@ funnel_sinks_bench() {
       rate=$(tail -n1 "$out.direct" | sed -n 's/.* rate=\([^ ]*\).*/\1/p')
       offered=$(awk -v r="$rate" 'BEGIN { printf "%.0f", (r > 100 ? r : 100) * 1.5 }')
       start_simgate "$WORK/simgate.$sink.$run" --destination "$(cat "$WORK/sink.$sink.dest")" \
-        --credentials-toml "$WORK/sink.$sink.cred" --ca-file "$WORK/certs/ca.crt"
+        --credentials-toml "$WORK/sink.$sink.cred" --ca-file "$WORK/certs/ca.crt" \
+        ${BENCH_DURABILITY:+--durability "$BENCH_DURABILITY"}
       send "$SG_UDP" "http://$SG_API/metrics" "$out.simgate" --pid "$SG_PID" --rate "$offered" \
         --metric delivered='simgate_funnel_records_out_total{result="delivered"}' \
         --metric accepted=simgate_funnel_records_in_total \
@@ -1181,7 +1183,7 @@ funnel_sinks_bench() {
       'BEGIN { printf "funnel-sinks %s ratio=%s\n", s, (d > 0 ? sprintf("%.3f", g / d) : "nan") }'
   done
   echo "direct   simgate's sink for the same destination driven in a loop (max_in_flight full batches)"
-  echo "simgate  UDP records from $SOURCES SIMs at 1.5 x the direct rate through simgate (spool durability)"
+  echo "simgate  UDP records from $SOURCES SIMs at 1.5 x the direct rate through simgate (durability ${BENCH_DURABILITY:-spool})"
   echo "load average now $(cut -d' ' -f1-3 /proc/loadavg); the scenario took $(($(date +%s) - t0)) s"
 }
 
