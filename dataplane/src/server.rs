@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::services::beam::Beam;
 use crate::services::funnel::Funnel;
 use crate::services::harvest::{self, HarvestStore};
+use crate::services::metadata::Metadata;
 use crate::services::{Entry, Services};
 use crate::sinks::factory::{DefaultSinkFactory, SinkFactory};
 use crate::upstream::Upstream;
@@ -141,6 +142,7 @@ async fn start_inner(
             config.ingress.beam_max_body,
             Arc::clone(&metrics),
         )),
+        metadata: Metadata::new(Arc::clone(&plane)),
     });
 
     let mut listeners = JoinSet::new();

@@ -21,6 +21,8 @@ mod funnel_sinks;
 mod harvest_query;
 #[path = "../../fuzz/checks/kinesis_response.rs"]
 mod kinesis_response;
+#[path = "../../fuzz/checks/metadata_path.rs"]
+mod metadata_path;
 #[path = "../../fuzz/checks/radius_codec.rs"]
 mod radius_codec;
 #[path = "../../fuzz/checks/spool_segment.rs"]
@@ -126,4 +128,9 @@ fn beam_mqtt_codec_corpus() {
 #[test]
 fn funnel_sinks_corpus() {
     replay("funnel_sinks", funnel_sinks::check);
+}
+
+#[test]
+fn metadata_path_corpus() {
+    replay("metadata_path", metadata_path::check);
 }

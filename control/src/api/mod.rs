@@ -34,6 +34,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::plane::ControlPlane;
 pub use error::{ApiError, ErrorBody};
+pub use subscribers::{delete_tag_of, put_tags_from_body, render_subscriber};
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 1 << 20;

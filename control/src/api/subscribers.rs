@@ -188,6 +188,43 @@ fn view_with(plane: &ControlPlane, s: &Stamped<Subscriber>) -> Json<SubscriberVi
     Json(v.pop().unwrap_or_else(|| SubscriberView::new(s, None)))
 }
 
+/// A SIM as `GET /v1/subscribers/{imsi}` renders it, with `session` (the
+/// address it holds and what it reported) when the caller already knows
+/// it. The data plane's Metadata service answers with this, so a SIM looks
+/// the same to its device as to its operator (one renderer), and finding
+/// the session costs no scan of the session table.
+pub fn render_subscriber(
+    s: &Stamped<Subscriber>,
+    session: Option<(IpAddr, Arc<Session>)>,
+) -> serde_json::Value {
+    serde_json::to_value(SubscriberView::new(s, session.as_ref())).unwrap_or_default()
+}
+
+/// `PUT /v1/subscribers/{imsi}/tags` for a caller that is not the REST
+/// API (the Metadata service): `body` is `[{"tagName","tagValue"}]`,
+/// checked with the API's limits, then the same mutation (one durable
+/// commit, then the snapshot swapped).
+pub async fn put_tags_from_body(
+    plane: &Arc<ControlPlane>,
+    imsi: Imsi,
+    body: &[u8],
+) -> Result<Stamped<Subscriber>, ApiError> {
+    let tags: Vec<TagUpdate> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
+    let tags = tag_map(tags)?;
+    blocking(plane, move |p| p.put_tags(&imsi, tags)).await
+}
+
+/// `DELETE /v1/subscribers/{imsi}/tags/{tag_name}` for a caller that is
+/// not the REST API (the Metadata service): the same mutation.
+pub async fn delete_tag_of(
+    plane: &Arc<ControlPlane>,
+    imsi: Imsi,
+    name: String,
+) -> Result<Stamped<Subscriber>, ApiError> {
+    blocking(plane, move |p| p.delete_tag(&imsi, &name)).await
+}
+
 /// `POST /v1/subscribers` body (a simgate extension: the SIM's IMSI in
 /// the body, with what `register` takes).
 #[derive(Debug, Deserialize, ToSchema)]

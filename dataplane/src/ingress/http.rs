@@ -1,10 +1,11 @@
 //! HTTP ingress. Port 8080 routes by `Host` as SORACOM's `funnel.`,
-//! `harvest.`, `beam.`, `uni.` names do; any other Host is the Unified
-//! Endpoint. Ports 8888 and 18080 are Beam's HTTP and website entries.
+//! `harvest.`, `beam.`, `metadata.`, `uni.` names do; any other Host is the
+//! Unified Endpoint. Ports 8888 and 18080 are Beam's HTTP and website entries.
 //!
 //! Every request's sender is identified here, before its body is read;
 //! Funnel and Harvest then get the whole (limited) body, Beam the request
-//! itself, streamed ([`crate::services::beam::http`]).
+//! itself, streamed ([`crate::services::beam::http`]); Metadata the request
+//! too ([`crate::services::metadata`]), which identifies its sender first.
 //!
 //! A refused sender gets `403` with `Connection: close` and the connection
 //! ends (it cannot keep it open to try again for free). Headers must arrive
@@ -31,6 +32,7 @@ use tokio::task::JoinSet;
 use crate::metrics::ListenerLabels;
 use crate::services::beam::http::{text as beam_text, HttpEntryPoint};
 use crate::services::funnel::SourceProtocol;
+use crate::services::metadata;
 use crate::services::{Entry, Handled, Message, Reply, Services};
 use crate::upstream::{full_body, Body};
 
@@ -72,7 +74,9 @@ pub enum Route {
     Service(Entry),
     /// Beam's HTTP entry, as on :8888.
     Beam,
-    /// A SORACOM service simgate does not offer yet (Beam, Metadata, …).
+    /// SORACOM Air Metadata (`metadata.*`).
+    Metadata,
+    /// A SORACOM service simgate does not offer yet (Endorse, Funk).
     NotAvailable(&'static str),
 }
 
@@ -94,7 +98,7 @@ pub fn route(host: Option<&str>) -> Route {
     match first.as_str() {
         "funnel" => Route::Service(Entry::Funnel),
         "harvest" => Route::Service(Entry::Harvest),
-        "metadata" => Route::NotAvailable("Metadata"),
+        "metadata" => Route::Metadata,
         "endorse" => Route::NotAvailable("Endorse"),
         "funk" => Route::NotAvailable("Funk"),
         "beam" => Route::Beam,
@@ -328,6 +332,13 @@ async fn handle(
     let entry = match route {
         Route::Service(e) => e,
         Route::Beam => return beam(req, HttpEntryPoint::Http, peer, services).await,
+        Route::Metadata => {
+            let limits = metadata::handler::BodyLimits {
+                max_body,
+                timeout: limits.body_timeout,
+            };
+            return metadata::serve(req, peer, limits, services).await;
+        }
         Route::NotAvailable(name) => {
             services
                 .metrics
@@ -482,9 +493,10 @@ mod tests {
         );
         assert_eq!(route(Some("localhost")), Route::Service(Entry::Unified));
         assert_eq!(route(None), Route::Service(Entry::Unified));
+        assert_eq!(route(Some("metadata.soracom.io")), Route::Metadata);
         assert_eq!(
-            route(Some("metadata.soracom.io")),
-            Route::NotAvailable("Metadata")
+            route(Some("endorse.soracom.io")),
+            Route::NotAvailable("Endorse")
         );
         assert_eq!(route(Some("beam.soracom.io:8080")), Route::Beam);
     }

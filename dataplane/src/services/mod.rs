@@ -4,6 +4,7 @@
 pub mod beam;
 pub mod funnel;
 pub mod harvest;
+pub mod metadata;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -113,6 +114,8 @@ pub struct Services {
     /// Beam's proxies (ingress hands them the identified request or
     /// connection; UDP/TCP → HTTP goes through [`Services::handle`]).
     pub beam: Arc<beam::Beam>,
+    /// Metadata (Host `metadata.*`): ingress hands it the request.
+    pub metadata: metadata::Metadata,
 }
 
 impl std::fmt::Debug for Services {
