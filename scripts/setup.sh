@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what simgate's tests need on a fresh machine: Debian packages, the
-# kinesalite Kinesis emulator (npm), schemathesis and moto (pip, into .tools/venv)
+# kinesalite Kinesis emulator (npm), schemathesis, moto and PyJWT (pip, into .tools/venv)
 # and, for fuzzing, cargo-fuzz.
 # Idempotent: already-installed pieces are skipped.
 set -euo pipefail
@@ -43,6 +43,14 @@ if ! .tools/venv/bin/moto_server --help >/dev/null 2>&1; then
   echo "setup: installing moto[server] into .tools/venv"
   [ -x .tools/venv/bin/pip ] || python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q "moto[server]==5.*"
+fi
+
+# The Endorse end-to-end test (dataplane/tests/e2e_endorse.rs) verifies
+# tokens with PyJWT, fetching the JWKS over HTTP: an independent verifier.
+if ! .tools/venv/bin/python -c "import jwt, cryptography" >/dev/null 2>&1; then
+  echo "setup: installing pyjwt[crypto] into .tools/venv"
+  [ -x .tools/venv/bin/pip ] || python3 -m venv .tools/venv
+  .tools/venv/bin/pip install -q "pyjwt[crypto]==2.*"
 fi
 
 if [ "${WITH_FUZZ:-0}" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then

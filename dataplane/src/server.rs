@@ -17,6 +17,7 @@ use crate::ingress::tcp::{Handoff, TcpLimits};
 use crate::ingress::{self, udp::UdpOptions};
 use crate::metrics::Metrics;
 use crate::services::beam::Beam;
+use crate::services::endorse::Endorse;
 use crate::services::funnel::Funnel;
 use crate::services::harvest::{self, HarvestStore};
 use crate::services::metadata::Metadata;
@@ -130,6 +131,13 @@ async fn start_inner(
     if recovered > 0 {
         tracing::info!(destinations = recovered, "Funnel spools recovered");
     }
+    // Reads (or, first start, generates) the RSA key: off the async workers.
+    let endorse = {
+        let (dir, issuer) = (config.data_dir.clone(), config.endorse.issuer.clone());
+        tokio::task::spawn_blocking(move || Endorse::open(&dir, issuer))
+            .await?
+            .context("cannot load the Endorse keys")?
+    };
     let services = Arc::new(Services {
         sessions: Arc::clone(&sessions),
         snapshot,
@@ -143,6 +151,7 @@ async fn start_inner(
             Arc::clone(&metrics),
         )),
         metadata: Metadata::new(Arc::clone(&plane)),
+        endorse,
     });
 
     let mut listeners = JoinSet::new();

@@ -13,6 +13,8 @@ mod beam_mqtt_codec;
 mod beam_tcp_line;
 #[path = "../../fuzz/checks/config_toml.rs"]
 mod config_toml;
+#[path = "../../fuzz/checks/endorse_request.rs"]
+mod endorse_request;
 #[path = "../../fuzz/checks/funnel_envelope.rs"]
 mod funnel_envelope;
 #[path = "../../fuzz/checks/funnel_sinks.rs"]
@@ -128,6 +130,11 @@ fn beam_mqtt_codec_corpus() {
 #[test]
 fn funnel_sinks_corpus() {
     replay("funnel_sinks", funnel_sinks::check);
+}
+
+#[test]
+fn endorse_request_corpus() {
+    replay("endorse_request", endorse_request::check);
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub struct Config {
     #[serde(default)]
     pub harvest: HarvestSettings,
     #[serde(default)]
+    pub endorse: EndorseSettings,
+    #[serde(default)]
     pub ingress: IngressSettings,
     /// Outbound connections (Beam upstreams and Funnel sinks).
     #[serde(default)]
@@ -341,6 +343,24 @@ impl Default for HarvestSettings {
     }
 }
 
+/// SORACOM Endorse (the per-group settings are the groups'
+/// `SoracomEndorse` configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndorseSettings {
+    /// The tokens' `iss` (SORACOM's is `https://soracom.io`; a verifier
+    /// that should tell simgate's tokens from SORACOM's sets its own).
+    pub issuer: String,
+}
+
+impl Default for EndorseSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "https://soracom.io".into(),
+        }
+    }
+}
+
 /// Whether a Funnel `destination.endpoint` override may be used: `https://`
 /// (or anything else that is not plain HTTP; the sink refuses what it
 /// cannot use) always; `http://` only when `allow_insecure` (`[funnel]
@@ -560,6 +580,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endorse_issuer_defaults_to_soracoms() {
+        assert_eq!(
+            Config::embedded_default().endorse.issuer,
+            "https://soracom.io"
+        );
+        let c = Config::parse("[endorse]\nissuer = \"https://id.example\"\n").unwrap();
+        assert_eq!(c.endorse.issuer, "https://id.example");
+        assert!(Config::parse("[endorse]\nissuer_typo = \"x\"\n").is_err());
+    }
 
     #[test]
     fn funnel_http_endpoint_needs_the_opt_in() {

@@ -1,7 +1,7 @@
 //! The control listener (port 7070): Prometheus `/metrics` and `/health`
 //! without a token; the control REST API (`simgate_control::api`), the
-//! Harvest Data query API and the Funnel dead-letter API behind the same
-//! bearer-token check.
+//! Harvest Data query API, the Endorse keys and their rotation, and the
+//! Funnel dead-letter API behind the same bearer-token check.
 
 use std::sync::Arc;
 
@@ -16,8 +16,8 @@ use simgate_control::ControlPlane;
 use crate::dead_letters::DeadLetterStore;
 use crate::metrics::Metrics;
 use crate::services::funnel::dead_letter_api;
-use crate::services::harvest;
 use crate::services::Services;
+use crate::services::{endorse, harvest};
 
 /// What the unauthenticated routes serve from.
 #[derive(Clone)]
@@ -30,8 +30,9 @@ pub struct ApiState {
 /// The whole control router.
 pub fn router(state: ApiState, services: Arc<Services>) -> Router {
     let plane = Arc::clone(&state.plane);
-    let protected =
-        harvest::router(Arc::clone(&services.harvest)).merge(dead_letter_api::router(services));
+    let protected = harvest::router(Arc::clone(&services.harvest))
+        .merge(endorse::api::router(Arc::clone(&services)))
+        .merge(dead_letter_api::router(services));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))

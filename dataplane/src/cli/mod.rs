@@ -1,5 +1,5 @@
-//! The `simgate sim|group|credential|session|token|authkey|dlq` commands: a thin
-//! client of the control API of a running `simgate serve`.
+//! The `simgate sim|group|credential|session|token|authkey|dlq|endorse`
+//! commands: a thin client of the control API of a running `simgate serve`.
 //!
 //! Each command is one or a few API calls; the answer is shown as an
 //! aligned table (or `Field  value` lines), or with `--json` as the API
@@ -15,6 +15,7 @@ pub mod authkey;
 pub mod client;
 pub mod credential;
 pub mod dlq;
+pub mod endorse;
 pub mod group;
 pub mod session;
 pub mod sim;
@@ -83,6 +84,8 @@ pub enum ClientCommand {
     Authkey(AuthKeyArgs),
     /// Funnel dead letters: list, summary, replay, purge.
     Dlq(DlqArgs),
+    /// Endorse signing keys: show, rotate.
+    Endorse(EndorseArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +137,14 @@ pub struct AuthKeyArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct EndorseArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(subcommand)]
+    pub command: endorse::EndorseCommand,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct DlqArgs {
     #[command(flatten)]
     pub opts: ClientOpts,
@@ -181,6 +192,7 @@ async fn execute(command: ClientCommand) -> Result<String, CliError> {
         ClientCommand::Token(a) => &a.opts,
         ClientCommand::Authkey(a) => &a.opts,
         ClientCommand::Dlq(a) => &a.opts,
+        ClientCommand::Endorse(a) => &a.opts,
     };
     let (token, source) = load_token(&opts.data_dir)?;
     let ctx = Ctx {
@@ -195,6 +207,7 @@ async fn execute(command: ClientCommand) -> Result<String, CliError> {
         ClientCommand::Token(a) => token::run(&ctx, a.command).await,
         ClientCommand::Authkey(a) => authkey::run(&ctx, a.command).await,
         ClientCommand::Dlq(a) => dlq::run(&ctx, a.command).await,
+        ClientCommand::Endorse(a) => endorse::run(&ctx, a.command).await,
     };
     result.map_err(|e| match e {
         CliError::Api {

@@ -1,11 +1,13 @@
 //! HTTP ingress. Port 8080 routes by `Host` as SORACOM's `funnel.`,
-//! `harvest.`, `beam.`, `metadata.`, `uni.` names do; any other Host is the
+//! `harvest.`, `beam.`, `metadata.`, `endorse.`, `uni.` names do; any other Host is the
 //! Unified Endpoint. Ports 8888 and 18080 are Beam's HTTP and website entries.
 //!
 //! Every request's sender is identified here, before its body is read;
 //! Funnel and Harvest then get the whole (limited) body, Beam the request
 //! itself, streamed ([`crate::services::beam::http`]); Metadata the request
-//! too ([`crate::services::metadata`]), which identifies its sender first.
+//! too ([`crate::services::metadata`]), which identifies its sender first,
+//! and Endorse ([`crate::services::endorse`]), which identifies it for a
+//! token only (its public keys are for anyone).
 //!
 //! A refused sender gets `403` with `Connection: close` and the connection
 //! ends (it cannot keep it open to try again for free). Headers must arrive
@@ -32,7 +34,7 @@ use tokio::task::JoinSet;
 use crate::metrics::ListenerLabels;
 use crate::services::beam::http::{text as beam_text, HttpEntryPoint};
 use crate::services::funnel::SourceProtocol;
-use crate::services::metadata;
+use crate::services::{endorse, metadata};
 use crate::services::{Entry, Handled, Message, Reply, Services};
 use crate::upstream::{full_body, Body};
 
@@ -76,7 +78,9 @@ pub enum Route {
     Beam,
     /// SORACOM Air Metadata (`metadata.*`).
     Metadata,
-    /// A SORACOM service simgate does not offer yet (Endorse, Funk).
+    /// SORACOM Endorse (`endorse.*`).
+    Endorse,
+    /// A SORACOM service simgate does not offer yet (Funk).
     NotAvailable(&'static str),
 }
 
@@ -99,7 +103,7 @@ pub fn route(host: Option<&str>) -> Route {
         "funnel" => Route::Service(Entry::Funnel),
         "harvest" => Route::Service(Entry::Harvest),
         "metadata" => Route::Metadata,
-        "endorse" => Route::NotAvailable("Endorse"),
+        "endorse" => Route::Endorse,
         "funk" => Route::NotAvailable("Funk"),
         "beam" => Route::Beam,
         _ => Route::Service(Entry::Unified),
@@ -339,6 +343,13 @@ async fn handle(
             };
             return metadata::serve(req, peer, limits, services).await;
         }
+        Route::Endorse => {
+            let limits = metadata::handler::BodyLimits {
+                max_body,
+                timeout: limits.body_timeout,
+            };
+            return endorse::serve(req, peer, limits, services).await;
+        }
         Route::NotAvailable(name) => {
             services
                 .metrics
@@ -494,10 +505,8 @@ mod tests {
         assert_eq!(route(Some("localhost")), Route::Service(Entry::Unified));
         assert_eq!(route(None), Route::Service(Entry::Unified));
         assert_eq!(route(Some("metadata.soracom.io")), Route::Metadata);
-        assert_eq!(
-            route(Some("endorse.soracom.io")),
-            Route::NotAvailable("Endorse")
-        );
+        assert_eq!(route(Some("endorse.soracom.io")), Route::Endorse);
+        assert_eq!(route(Some("funk.soracom.io")), Route::NotAvailable("Funk"));
         assert_eq!(route(Some("beam.soracom.io:8080")), Route::Beam);
     }
 }

@@ -2,6 +2,7 @@
 //! one device message to the services its SIM's group enables.
 
 pub mod beam;
+pub mod endorse;
 pub mod funnel;
 pub mod harvest;
 pub mod metadata;
@@ -116,6 +117,8 @@ pub struct Services {
     pub beam: Arc<beam::Beam>,
     /// Metadata (Host `metadata.*`): ingress hands it the request.
     pub metadata: metadata::Metadata,
+    /// Endorse (Host `endorse.*`): ingress hands it the request.
+    pub endorse: endorse::Endorse,
 }
 
 impl std::fmt::Debug for Services {

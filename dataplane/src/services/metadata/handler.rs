@@ -153,8 +153,9 @@ async fn perform(
     }
 }
 
-/// The tags body, bounded in size and time (as Funnel's and Harvest's).
-async fn read_body(
+/// The tags body (and Endorse's form), bounded in size and time (as
+/// Funnel's and Harvest's).
+pub(crate) async fn read_body(
     req: Request<Incoming>,
     peer: SocketAddr,
     limits: BodyLimits,
