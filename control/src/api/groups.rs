@@ -28,6 +28,8 @@ pub(crate) enum Namespace {
     SoracomFunk,
     SoracomFunnel,
     SoracomHarvest,
+    SoracomHarvestFiles,
+    SoracomKrypton,
     UnifiedEndpoint,
 }
 
@@ -200,7 +202,8 @@ pub(crate) async fn delete_group(
 /// `psk`, `customHeaders`, `skipStatusCode`, `username`, `password`
 /// (write-only), `useClientCert`, `clientCerts`) replacing the one there;
 /// destinations are checked by entry type and fixed `$credentialsId`s must
-/// exist. `SoracomAir`, `SoracomEndorse`, `SoracomFunk`, `UnifiedEndpoint`:
+/// exist. `SoracomAir`, `SoracomEndorse`, `SoracomFunk`, `SoracomHarvestFiles`,
+/// `SoracomKrypton`, `UnifiedEndpoint`:
 /// stored as given.
 #[utoipa::path(put, path = "/v1/groups/{group_id}/configuration/{namespace}", tag = "Group",
     params(("group_id" = String, Path, description = "Group id", pattern = r"^[A-Za-z0-9_.-]{1,64}$"),
@@ -356,6 +359,8 @@ fn create_configuration() -> utoipa::openapi::Schema {
             "SoracomAir": verbatim,
             "SoracomEndorse": verbatim,
             "SoracomFunk": verbatim,
+            "SoracomHarvestFiles": verbatim,
+            "SoracomKrypton": verbatim,
             "UnifiedEndpoint": verbatim,
         },
         "example": {"SoracomHarvest": {"enabled": true}},

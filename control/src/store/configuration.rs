@@ -32,17 +32,21 @@ pub enum Namespace {
     Harvest,
     Endorse,
     Funk,
+    HarvestFiles,
+    Krypton,
     UnifiedEndpoint,
 }
 
 impl Namespace {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Air,
         Self::Beam,
         Self::Funnel,
         Self::Harvest,
         Self::Endorse,
         Self::Funk,
+        Self::HarvestFiles,
+        Self::Krypton,
         Self::UnifiedEndpoint,
     ];
 
@@ -58,6 +62,8 @@ impl Namespace {
             Self::Harvest => "SoracomHarvest",
             Self::Endorse => "SoracomEndorse",
             Self::Funk => "SoracomFunk",
+            Self::HarvestFiles => "SoracomHarvestFiles",
+            Self::Krypton => "SoracomKrypton",
             Self::UnifiedEndpoint => "UnifiedEndpoint",
         }
     }
