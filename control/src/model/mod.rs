@@ -4,6 +4,7 @@
 mod beam;
 mod credential;
 mod ids;
+pub mod unified;
 
 use std::collections::BTreeMap;
 

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::StoreError;
+use crate::model::unified::ResponseFormat;
 use crate::model::{
     BeamEntry, BeamEntryPoint, CredentialId, Destination, FunnelConfig, FunnelContentType, Group,
     HttpsRequestMode, SinkService,
@@ -100,6 +101,8 @@ pub fn check_verbatim(group: &Group) -> Result<(), StoreError> {
         for key in values.keys() {
             check_key(key)?;
         }
+        check_namespace(parsed, values)
+            .map_err(|e| StoreError::Invalid(format!("group {}: {e}", group.id)))?;
     }
     Ok(())
 }
@@ -160,14 +163,27 @@ pub fn put(
             for (key, _) in &entries {
                 check_key(key)?;
             }
-            group
+            let mut values = group
                 .configuration
-                .entry(ns.as_str().to_owned())
-                .or_default()
-                .extend(entries);
+                .get(ns.as_str())
+                .cloned()
+                .unwrap_or_default();
+            values.extend(entries);
+            check_namespace(ns, &values)?;
+            group.configuration.insert(ns.as_str().to_owned(), values);
             Ok(())
         }
     }
+}
+
+/// Checks the settings of an unmodelled namespace that simgate reads and
+/// can tell are wrong, so a bad one is refused when written rather than
+/// when a device sends.
+fn check_namespace(ns: Namespace, values: &BTreeMap<String, Value>) -> Result<(), StoreError> {
+    if ns == Namespace::UnifiedEndpoint {
+        ResponseFormat::from_namespace(values).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Removes one key from a namespace of `group`.

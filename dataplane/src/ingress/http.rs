@@ -14,6 +14,7 @@
 //! within `header_timeout`; a Funnel/Harvest body within `body_timeout`,
 //! else `408` (counted as `body_timeout`) and the connection is closed.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future as _;
 use std::io;
@@ -453,10 +454,13 @@ fn to_response(reply: Reply) -> Response<Body> {
     *r.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if !empty {
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(reply.content_type),
-        );
+        let value = match reply.content_type {
+            Cow::Borrowed(s) => HeaderValue::from_static(s),
+            // Checked printable when the group's settings were written.
+            Cow::Owned(s) => HeaderValue::try_from(s)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+        };
+        r.headers_mut().insert(header::CONTENT_TYPE, value);
     }
     if let Some(s) = reply.retry_after {
         r.headers_mut()

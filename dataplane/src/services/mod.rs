@@ -6,16 +6,16 @@ pub mod endorse;
 pub mod funnel;
 pub mod harvest;
 pub mod metadata;
+pub mod unified;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use simgate_control::{
-    BeamEntryPoint, Identity, IdentityError, SessionTable, Snapshot, SnapshotHandle,
-};
+use simgate_control::{Identity, IdentityError, SessionTable, Snapshot, SnapshotHandle};
 
 use crate::metrics::Metrics;
 use funnel::{Accepted, Funnel, FunnelReply, SourceProtocol};
@@ -50,7 +50,8 @@ pub struct Reply {
     pub status: u16,
     /// HTTP response body (may be empty).
     pub body: Bytes,
-    pub content_type: &'static str,
+    /// Fixed by simgate, or from a group's Custom Unified Endpoint answer.
+    pub content_type: Cow<'static, str>,
     /// What UDP and TCP devices receive.
     pub line: Bytes,
     /// HTTP `Retry-After`, seconds.
@@ -67,7 +68,7 @@ impl Reply {
         Self {
             status,
             body: Bytes::new(),
-            content_type: "text/plain",
+            content_type: Cow::Borrowed("text/plain"),
             line: Bytes::from_static(line.as_bytes()),
             retry_after: None,
             close: false,
@@ -75,11 +76,11 @@ impl Reply {
         }
     }
 
-    fn error(status: u16, message: &str) -> Self {
+    pub(crate) fn error(status: u16, message: &str) -> Self {
         Self {
             status,
             body: Bytes::from(message.to_owned()),
-            content_type: "text/plain",
+            content_type: Cow::Borrowed("text/plain"),
             line: Bytes::from(format!("{status} {message}")),
             retry_after: None,
             close: status == 400,
@@ -182,59 +183,6 @@ impl Services {
         }
     }
 
-    /// The Unified Endpoint: every service the group enables among Beam
-    /// (UDP/TCP → HTTP), Funnel and Harvest, in parallel. One service
-    /// answers as itself; several answer with the unified JSON ("auto").
-    fn unified(
-        &self,
-        msg: &Message<'_>,
-        identity: &Identity,
-        snapshot: &Snapshot,
-        funnel_on: bool,
-        harvest_on: bool,
-    ) -> Handled {
-        let beam_point = match msg.protocol {
-            SourceProtocol::Udp => Some(BeamEntryPoint::UdpToHttp),
-            SourceProtocol::Tcp => Some(BeamEntryPoint::TcpToHttp),
-            SourceProtocol::Http => None,
-        };
-        let beam = beam_point.and_then(|point| {
-            let entry = identity.group.as_deref()?.beam.enabled(&point)?;
-            Some((point, entry))
-        });
-        let mut parts: Vec<(&'static str, Handled)> = Vec::with_capacity(3);
-        if let Some((point, entry)) = beam {
-            parts.push((
-                "beam",
-                self.beam
-                    .forward_payload(&point, entry, msg.payload, identity, snapshot),
-            ));
-        }
-        if funnel_on {
-            parts.push(("funnel", self.funnel(msg, identity, snapshot)));
-        }
-        if harvest_on {
-            parts.push(("harvest", self.harvest(msg, identity)));
-        }
-        if parts.is_empty() {
-            self.metrics.served("unified", msg.protocol.as_str(), 400);
-            return Handled::Now(Reply::error(
-                400,
-                "no service is enabled for this SIM's group (enable Beam, Funnel or Harvest)",
-            ));
-        }
-        match <[_; 1]>::try_from(parts) {
-            Ok([(_, only)]) => only,
-            Err(parts) => Handled::Later(Box::pin(async move {
-                let (names, handled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-                let replies =
-                    futures_util::future::join_all(handled.into_iter().map(resolve)).await;
-                let named: Vec<(&str, &Reply)> = names.into_iter().zip(replies.iter()).collect();
-                unified_reply(&named)
-            })),
-        }
-    }
-
     fn funnel(&self, msg: &Message<'_>, identity: &Identity, snapshot: &Snapshot) -> Handled {
         let proto = msg.protocol.as_str();
         let http_json =
@@ -334,33 +282,6 @@ async fn resolve(h: Handled) -> Reply {
     }
 }
 
-fn unified_reply(parts: &[(&str, &Reply)]) -> Reply {
-    let all_ok = parts.iter().all(|(_, r)| (200..300).contains(&r.status));
-    let mut detail = serde_json::Map::new();
-    for (name, r) in parts {
-        let body = String::from_utf8_lossy(&r.body).into_owned();
-        detail.insert(
-            (*name).to_owned(),
-            serde_json::json!({"statusCode": r.status, "body": body}),
-        );
-    }
-    let status = if all_ok { 200 } else { 207 };
-    let json = serde_json::json!({
-        "statusCode": status,
-        "body": {"result": if all_ok {"ok"} else {"ng"}, "detail": detail},
-    });
-    let text = json.to_string();
-    Reply {
-        status,
-        line: Bytes::from(format!("{status} {text}")),
-        body: Bytes::from(text),
-        content_type: "application/json",
-        retry_after: None,
-        close: false,
-        silent_on_udp: false,
-    }
-}
-
 fn is_json_type(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| {
         let essence = ct.split(';').next().unwrap_or("").trim();
@@ -421,14 +342,4 @@ mod tests {
         assert!(!is_json_type(None));
     }
 
-    #[test]
-    fn unified_reply_is_207_when_a_service_failed() {
-        let ok = Reply::ok(201, "201\n");
-        let bad = Reply::error(400, "Invalid JSON is send to funnel.");
-        let r = unified_reply(&[("funnel", &bad), ("harvest", &ok)]);
-        assert_eq!(r.status, 207);
-        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-        assert_eq!(v["body"]["result"], "ng");
-        assert_eq!(v["body"]["detail"]["funnel"]["statusCode"], 400);
-    }
 }

@@ -57,7 +57,7 @@ fn reply(status: u16, body: Bytes, skip_status_code: bool) -> Reply {
         status,
         line: device_line(status, &body, skip_status_code),
         body,
-        content_type: "text/plain",
+        content_type: "text/plain".into(),
         retry_after: None,
         close: false,
         silent_on_udp: false,
