@@ -131,10 +131,11 @@ async fn start_inner(
     if recovered > 0 {
         tracing::info!(destinations = recovered, "Funnel spools recovered");
     }
-    // Reads (or, first start, generates) the RSA key: off the async workers.
+    // Reads (or, first start, generates) the signing key: off the async workers.
     let endorse = {
         let (dir, issuer) = (config.data_dir.clone(), config.endorse.issuer.clone());
-        tokio::task::spawn_blocking(move || Endorse::open(&dir, issuer))
+        let algorithm = config.endorse.algorithm;
+        tokio::task::spawn_blocking(move || Endorse::open(&dir, issuer, algorithm))
             .await?
             .context("cannot load the Endorse keys")?
     };

@@ -6,7 +6,8 @@
 //! checked as SORACOM documents them, per the group's `SoracomEndorse`;
 //! refusals: an unknown source address, Endorse disabled for the group.
 //! After `simgate endorse rotate`, a token signed before still verifies and
-//! new tokens carry the new key.
+//! new tokens carry the new key. With `[endorse] algorithm = "ES256"` the
+//! tokens are ES256 and verify the same way.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test
 
 mod common;
@@ -36,6 +37,8 @@ id = "endorse-on"
 enabled = true
 parametersToEndorse = { imsi = true, imei = true, msisdn = false, simId = false, requestParameters = true }
 tokenTimeoutSeconds = 600
+allowOrigin = "https://app.example"
+authorizedRedirectUrls = ["https://app.example/login"]
 
 [[groups]]
 id = "endorse-default"
@@ -235,6 +238,75 @@ async fn endorse_tokens_verify_independently_and_refusals_hold() {
     .await;
     assert_eq!(status, 404);
 
+    // allowOrigin on token answers; redirect_url only to an authorized URL.
+    let (status, headers, _) = call("127.0.0.1", to, "GET", "/?n=1", &[], b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let (status, headers, _) = http_request(
+        ip("127.0.0.1"),
+        to,
+        "GET",
+        HOST,
+        "/?user=sora&redirect_url=https%3A%2F%2Fapp.example%2Flogin",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 302);
+    let location = header(&headers, "location").unwrap();
+    let token = location
+        .strip_prefix("https://app.example/login?soracom_endorse_token=")
+        .unwrap_or_else(|| panic!("{location}"));
+    let v = verify(to, token).await;
+    let params = &v["claims"]["soracom-endorse-claim"]["requestParameters"];
+    assert_eq!(
+        params,
+        &json!({"user": "sora"}),
+        "redirect_url is not endorsed"
+    );
+    let (status, _, body) = call(
+        "127.0.0.1",
+        to,
+        "GET",
+        "/?redirect_url=https%3A%2F%2Fevil.example%2F",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("redirect_not_authorized"))
+    );
+    // A POST: a page that posts the token on to the target.
+    let (status, headers, page) = http_request(
+        ip("127.0.0.1"),
+        to,
+        "POST",
+        HOST,
+        "/",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"user=sora&redirect_url=https%3A%2F%2Fapp.example%2Flogin",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(header(&headers, "content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let page = String::from_utf8(page).unwrap();
+    assert!(
+        page.contains("action=\"https://app.example/login\""),
+        "{page}"
+    );
+    let token = page
+        .split("name=\"soracom_endorse_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("{page}"));
+    verify(to, token).await;
+
     // Refusals: Endorse disabled for the group, an unknown source.
     let (status, _, body) = call("127.0.7.3", to, "GET", "/", &[], b"").await;
     assert_eq!(
@@ -317,4 +389,27 @@ async fn endorse_tokens_verify_independently_and_refusals_hold() {
             assert_eq!(mode & 0o777, 0o600, "{}", p.display());
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_tokens_verify_independently() {
+    let body = BODY.replacen("[endorse]\n", "[endorse]\nalgorithm = \"ES256\"\n", 1);
+    let run = start(&body).await;
+    let to = run.server.bound.http.unwrap();
+    let token = get_token("127.0.0.1", to, "nonce=es").await;
+    let v = verify(to, &token).await;
+    assert_eq!(v["header"]["alg"], "ES256");
+    assert_eq!(v["claims"]["soracom-endorse-claim"]["imsi"], SIM1);
+    assert_eq!(
+        v["claims"]["soracom-endorse-claim"]["requestParameters"]["nonce"],
+        "es"
+    );
+    let (status, _, jwks) = call("127.0.0.1", to, "GET", "/.well-known/jwks.json", &[], b"").await;
+    assert_eq!(status, 200);
+    let key = &jwks["keys"][0];
+    assert_eq!(
+        (&key["kty"], &key["crv"], &key["kid"]),
+        (&json!("EC"), &json!("P-256"), &v["header"]["kid"])
+    );
+    run.server.shutdown().await;
 }

@@ -134,12 +134,22 @@ async fn response_formats() {
     assert_eq!((status, &v["body"]["result"]), (200, &json!("ok")), "{v}");
 
     // One service's answer: Harvest's, though Funnel got the record too.
-    let accepted = metric(&run, "simgate_service_requests_total", &["service=\"funnel\""]).await;
+    let accepted = metric(
+        &run,
+        "simgate_service_requests_total",
+        &["service=\"funnel\""],
+    )
+    .await;
     let (s, _) = set_format(&run, "both", json!({"format": "SoracomHarvest"})).await;
     assert_eq!(s, 200);
     assert_eq!(udp(&run, "127.0.0.1", br#"{"t":2}"#).await, "201\n");
     assert_eq!(
-        metric(&run, "simgate_service_requests_total", &["service=\"funnel\""]).await,
+        metric(
+            &run,
+            "simgate_service_requests_total",
+            &["service=\"funnel\""]
+        )
+        .await,
         accepted + 1.0,
         "Funnel still served the message"
     );

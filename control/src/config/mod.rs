@@ -351,14 +351,31 @@ pub struct EndorseSettings {
     /// The tokens' `iss` (SORACOM's is `https://soracom.io`; a verifier
     /// that should tell simgate's tokens from SORACOM's sets its own).
     pub issuer: String,
+    /// The algorithm of keys made from now on (the first key, and each
+    /// rotation): `RS256` as SORACOM, or `ES256` (smaller tokens, cheaper
+    /// to sign). An existing key keeps signing with its own algorithm
+    /// until `simgate endorse rotate`.
+    pub algorithm: EndorseAlgorithm,
 }
 
 impl Default for EndorseSettings {
     fn default() -> Self {
         Self {
             issuer: "https://soracom.io".into(),
+            algorithm: EndorseAlgorithm::Rs256,
         }
     }
+}
+
+/// A JWS algorithm Endorse signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum EndorseAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys (SORACOM's).
+    #[serde(rename = "RS256")]
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    #[serde(rename = "ES256")]
+    Es256,
 }
 
 /// Whether a Funnel `destination.endpoint` override may be used: `https://`
@@ -590,6 +607,10 @@ mod tests {
         let c = Config::parse("[endorse]\nissuer = \"https://id.example\"\n").unwrap();
         assert_eq!(c.endorse.issuer, "https://id.example");
         assert!(Config::parse("[endorse]\nissuer_typo = \"x\"\n").is_err());
+        assert_eq!(c.endorse.algorithm, EndorseAlgorithm::Rs256);
+        let c = Config::parse("[endorse]\nalgorithm = \"ES256\"\n").unwrap();
+        assert_eq!(c.endorse.algorithm, EndorseAlgorithm::Es256);
+        assert!(Config::parse("[endorse]\nalgorithm = \"HS256\"\n").is_err());
     }
 
     #[test]

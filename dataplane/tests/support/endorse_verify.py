@@ -5,7 +5,7 @@ Usage: endorse_verify.py BASE_URL HOST ISSUER TOKEN
 The public key is fetched over HTTP from BASE_URL/.well-known/jwks.json
 (PyJWKClient, choosing the key by the token's `kid`), and also from
 BASE_URL/v1/endorse/keys/{kid} as PEM; the token must verify with both
-(RS256, audience, issuer, exp/nbf/iat). HOST is sent as the Host header
+(RS256 or ES256, audience, issuer, exp/nbf/iat). HOST is sent as the Host header
 (simgate routes `endorse.*` by it). Prints {"header", "claims"} as JSON.
 """
 
@@ -24,7 +24,7 @@ options = {"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]}
 claims = jwt.decode(
     token,
     signing_key.key,
-    algorithms=["RS256"],
+    algorithms=["RS256", "ES256"],
     audience="soracom-endorse-audience",
     issuer=issuer,
     options=options,
@@ -38,7 +38,7 @@ with urllib.request.urlopen(req, timeout=10) as r:
 from_pem = jwt.decode(
     token,
     pem,
-    algorithms=["RS256"],
+    algorithms=["RS256", "ES256"],
     audience="soracom-endorse-audience",
     issuer=issuer,
     options=options,

@@ -105,11 +105,15 @@ impl Default for Endorsed {
 
 /// The group's `SoracomEndorse` settings. Without a group, or without
 /// `enabled: true`, Endorse is off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub enabled: bool,
     pub endorsed: Endorsed,
     pub timeout_secs: u64,
+    /// `allowOrigin`: sent as `Access-Control-Allow-Origin` on token answers.
+    pub allow_origin: Option<String>,
+    /// `authorizedRedirectUrls`: where a `redirect_url` may send the device.
+    pub authorized_redirect_urls: Vec<String>,
 }
 
 impl Default for Settings {
@@ -118,6 +122,8 @@ impl Default for Settings {
             enabled: false,
             endorsed: Endorsed::default(),
             timeout_secs: DEFAULT_TIMEOUT_SECS,
+            allow_origin: None,
+            authorized_redirect_urls: Vec::new(),
         }
     }
 }
@@ -148,8 +154,130 @@ impl Settings {
                 .and_then(Value::as_u64)
                 .filter(|&t| t > 0)
                 .unwrap_or(DEFAULT_TIMEOUT_SECS),
+            allow_origin: ns
+                .get("allowOrigin")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            authorized_redirect_urls: ns
+                .get("authorizedRedirectUrls")
+                .and_then(Value::as_array)
+                .map(|urls| {
+                    urls.iter()
+                        .filter_map(Value::as_str)
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
+
+    /// Takes `redirect_url` out of the request parameters (it says where
+    /// the token goes, it is not endorsed) and checks it against
+    /// `authorizedRedirectUrls`: only an exact match is followed, so
+    /// Endorse can never be made an open redirector.
+    pub fn redirect_target(
+        &self,
+        params: &mut Map<String, Value>,
+    ) -> Result<Option<String>, RedirectRefused> {
+        let Some(Value::String(url)) = params.remove(REDIRECT_PARAMETER) else {
+            return Ok(None);
+        };
+        if self.authorized_redirect_urls.iter().any(|u| *u == url) {
+            Ok(Some(url))
+        } else {
+            Err(RedirectRefused(url))
+        }
+    }
+}
+
+/// The request parameter naming where to send the token.
+pub const REDIRECT_PARAMETER: &str = "redirect_url";
+
+/// The parameter carrying the token to a redirect target.
+pub const TOKEN_PARAMETER: &str = "soracom_endorse_token";
+
+/// A `redirect_url` that is not in the group's `authorizedRedirectUrls`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("redirect_url {0:?} is not in the group's SoracomEndorse authorizedRedirectUrls")]
+pub struct RedirectRefused(pub String);
+
+/// Where a GET with `redirect_url` goes: the URL with
+/// `soracom_endorse_token=<token>` added to its query.
+pub fn redirect_location(url: &str, token: &str) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (url, None),
+    };
+    let sep = if base.contains('?') {
+        if base.ends_with('?') || base.ends_with('&') {
+            ""
+        } else {
+            "&"
+        }
+    } else {
+        "?"
+    };
+    let mut out = format!("{base}{sep}{TOKEN_PARAMETER}={}", form_encode(token));
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+/// The page a POST with `redirect_url` answers with: it posts the token
+/// (and the request parameters) to the target as a form, which is how
+/// SORACOM describes the target receiving `soracom_endorse_token` in the
+/// POST body.
+pub fn redirect_form(url: &str, token: &str, params: &Map<String, Value>) -> String {
+    let mut fields = format!(
+        "<input type=\"hidden\" name=\"{TOKEN_PARAMETER}\" value=\"{}\">",
+        html_escape(token)
+    );
+    for (k, v) in params {
+        if let Some(v) = v.as_str() {
+            fields.push_str(&format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                html_escape(k),
+                html_escape(v)
+            ));
+        }
+    }
+    format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>SORACOM Endorse</title></head>\
+         <body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">{fields}\
+         <noscript><button type=\"submit\">Continue</button></noscript></form></body></html>",
+        html_escape(url)
+    )
+}
+
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Why request parameters cannot be read.
@@ -338,6 +466,47 @@ mod tests {
                 sim_id: false,
                 request_parameters: true
             }
+        );
+    }
+
+    #[test]
+    fn redirects_only_to_authorized_urls() {
+        let s = Settings {
+            authorized_redirect_urls: vec!["https://app.example/login".into()],
+            ..Settings::default()
+        };
+        let mut p =
+            parse_params(b"user=sora&redirect_url=https%3A%2F%2Fapp.example%2Flogin").unwrap();
+        assert_eq!(
+            s.redirect_target(&mut p),
+            Ok(Some("https://app.example/login".into()))
+        );
+        assert_eq!(p.len(), 1, "redirect_url is not endorsed: {p:?}");
+        let mut p = parse_params(b"redirect_url=https://app.example/login/../evil").unwrap();
+        assert!(s.redirect_target(&mut p).is_err());
+        let mut p = parse_params(b"user=x").unwrap();
+        assert_eq!(s.redirect_target(&mut p), Ok(None));
+        assert_eq!(
+            redirect_location("https://a.example/l?x=1#top", "a.b+c"),
+            "https://a.example/l?x=1&soracom_endorse_token=a.b%2Bc#top"
+        );
+        assert_eq!(
+            redirect_location("https://a.example/l", "t"),
+            "https://a.example/l?soracom_endorse_token=t"
+        );
+        let form = redirect_form(
+            "https://a.example/l?a=1&b=2",
+            "t",
+            &parse_params(b"u=<x>").unwrap(),
+        );
+        assert!(
+            form.contains("action=\"https://a.example/l?a=1&amp;b=2\""),
+            "{form}"
+        );
+        assert!(form.contains("name=\"u\" value=\"&lt;x&gt;\""), "{form}");
+        assert!(
+            form.contains("name=\"soracom_endorse_token\" value=\"t\""),
+            "{form}"
         );
     }
 

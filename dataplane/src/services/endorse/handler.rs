@@ -24,6 +24,7 @@ const PROTOCOL: &str = "http";
 const JSON: &str = "application/json";
 const PEM: &str = "application/x-pem-file";
 const FORM: &str = "application/x-www-form-urlencoded";
+const HTML: &str = "text/html; charset=utf-8";
 
 /// Serves one Endorse request from `peer`.
 pub async fn serve(
@@ -77,7 +78,16 @@ async fn token(
             return closing(error(&r));
         }
     };
-    let r = token_for(req, peer, limits, services, &identity).await;
+    let settings = Settings::of(identity.group.as_deref());
+    let mut r = token_for(req, peer, limits, services, &identity, &settings).await;
+    if let Some(origin) = settings
+        .allow_origin
+        .as_deref()
+        .and_then(|o| HeaderValue::from_str(o).ok())
+    {
+        r.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
     services
         .metrics
         .served(SERVICE, PROTOCOL, r.status().as_u16());
@@ -90,8 +100,8 @@ async fn token_for(
     limits: BodyLimits,
     services: &Services,
     identity: &simgate_control::Identity,
+    settings: &Settings,
 ) -> Response<Body> {
-    let settings = Settings::of(identity.group.as_deref());
     if !settings.enabled {
         return error(&Refusal::new(
             403,
@@ -100,7 +110,8 @@ async fn token_for(
              (SoracomEndorse enabled)",
         ));
     }
-    let text = if req.method() == Method::POST {
+    let req_is_post = req.method() == Method::POST;
+    let text = if req_is_post {
         let is_form = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -123,7 +134,8 @@ async fn token_for(
     } else {
         Bytes::from(req.uri().query().unwrap_or("").to_owned())
     };
-    let params = match claims::parse_params(&text) {
+    let is_post = req_is_post;
+    let mut params = match claims::parse_params(&text) {
         Ok(p) => p,
         Err(e) => {
             let message = match e {
@@ -135,6 +147,12 @@ async fn token_for(
             return error(&Refusal::new(400, "invalid_request", message));
         }
     };
+    let redirect = match settings.redirect_target(&mut params) {
+        Ok(r) => r,
+        Err(e) => return error(&Refusal::new(400, "redirect_not_authorized", e.to_string())),
+    };
+    // What the form re-posts to a redirect target besides the token.
+    let posted = (is_post && redirect.is_some()).then(|| params.clone());
     let s = &identity.subscriber;
     let imei = identity.imei.as_ref().map(|i| i.imei15());
     let sim = Sim {
@@ -146,13 +164,35 @@ async fn token_for(
     let now = simgate_control::clock::now_ms() / 1000;
     let jti = format!("{:032x}", rand::random::<u128>());
     let endorse = &services.endorse;
-    let c = claims::claims(&endorse.issuer, &sim, &settings, params, now, &jti);
+    let c = claims::claims(&endorse.issuer, &sim, settings, params, now, &jti);
     match endorse.keys.keys().current.sign(&c) {
-        Ok(token) => respond(
-            StatusCode::OK,
-            JSON,
-            Bytes::from(json!({ "token": token }).to_string()),
-        ),
+        Ok(token) => match (redirect, posted) {
+            (None, _) => respond(
+                StatusCode::OK,
+                JSON,
+                Bytes::from(json!({ "token": token }).to_string()),
+            ),
+            (Some(url), Some(params)) => respond(
+                StatusCode::OK,
+                HTML,
+                Bytes::from(claims::redirect_form(&url, &token, &params)),
+            ),
+            (Some(url), None) => {
+                let location = claims::redirect_location(&url, &token);
+                match HeaderValue::from_str(&location) {
+                    Ok(v) => {
+                        let mut r = respond(StatusCode::FOUND, "text/plain", Bytes::new());
+                        r.headers_mut().insert(header::LOCATION, v);
+                        r
+                    }
+                    Err(_) => error(&Refusal::new(
+                        400,
+                        "redirect_not_authorized",
+                        "the redirect_url cannot be sent in a Location header",
+                    )),
+                }
+            }
+        },
         Err(e) => {
             tracing::error!(error = %e, "cannot sign an Endorse token");
             error(&Refusal::new(

@@ -1,9 +1,14 @@
-//! Endorse's signing keys: an RSA 2048 key made on first use and kept in
+//! Endorse's signing keys: a key made on first use (RSA 2048 for RS256,
+//! as SORACOM, or P-256 for ES256: `[endorse] algorithm`) and kept in
 //! the data dir as PKCS#8 PEM (`endorse/current.pem`, owner-only, written
 //! atomically by [`secret_file`]); after a rotation the key it replaced is
 //! kept as `endorse/previous.pem` and still published, so tokens signed
 //! before the rotation verify until they expire (a token lives at most the
 //! group's `tokenTimeoutSeconds`; rotate again only after that).
+//!
+//! A key signs with its own algorithm, read from the file; changing
+//! `[endorse] algorithm` takes effect at the next rotation, and the key it
+//! replaces stays published as usual.
 //!
 //! A key's id is SORACOM's form, `v1-<32 hex>-x509.pem`, the hex being the
 //! first 16 bytes of SHA-256 of the public key's DER (SubjectPublicKeyInfo).
@@ -14,13 +19,15 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
-use aws_lc_rs::signature::KeyPair as _;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
+use simgate_control::config::EndorseAlgorithm;
 use simgate_control::secret_file;
 
 const CURRENT: &str = "current.pem";
@@ -31,9 +38,9 @@ const PREVIOUS: &str = "previous.pem";
 pub enum KeyError {
     #[error("cannot read or write {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path} is not a PKCS#8 PEM RSA private key")]
+    #[error("{path} is not a PKCS#8 PEM RSA or P-256 private key")]
     Invalid { path: PathBuf },
-    #[error("cannot generate an RSA key")]
+    #[error("cannot generate a signing key")]
     Generate,
     #[error("cannot sign the token: {0}")]
     Sign(String),
@@ -46,9 +53,9 @@ pub struct SigningKey {
     encoding: EncodingKey,
     /// SubjectPublicKeyInfo as PEM (`-----BEGIN PUBLIC KEY-----`).
     pub public_pem: String,
-    /// The JWK's `n` and `e`, base64url without padding.
-    n: String,
-    e: String,
+    /// The JWK (RFC 7517) of the public key.
+    jwk: Value,
+    algorithm: EndorseAlgorithm,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -61,40 +68,89 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// A new RSA 2048 key.
-    pub fn generate() -> Result<Self, KeyError> {
-        let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
-        let der = pair.as_der().map_err(|_| KeyError::Generate)?;
-        Self::from_pem(&pem("PRIVATE KEY", der.as_ref())).ok_or(KeyError::Generate)
+    /// A new key for `algorithm`: RSA 2048 or P-256.
+    pub fn generate(algorithm: EndorseAlgorithm) -> Result<Self, KeyError> {
+        let der = match algorithm {
+            EndorseAlgorithm::Rs256 => {
+                let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
+                pair.as_der()
+                    .map_err(|_| KeyError::Generate)?
+                    .as_ref()
+                    .to_vec()
+            }
+            EndorseAlgorithm::Es256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                    .map_err(|_| KeyError::Generate)?
+                    .as_ref()
+                    .to_vec()
+            }
+        };
+        Self::from_pem(&pem("PRIVATE KEY", &der)).ok_or(KeyError::Generate)
     }
 
-    /// A PKCS#8 PEM RSA private key; `None` if it is not one.
+    /// A PKCS#8 PEM RSA or P-256 private key; `None` if it is neither.
     pub fn from_pem(private_pem: &str) -> Option<Self> {
         let der = unpem(private_pem, "PRIVATE KEY")?;
-        let pair = KeyPair::from_pkcs8(&der).ok()?;
-        let public = pair.public_key();
-        let spki = public.as_der().ok()?;
-        let digest = Sha256::digest(spki.as_ref());
-        let encoding = EncodingKey::from_rsa_pem(private_pem.as_bytes()).ok()?;
+        let (algorithm, spki, encoding, mut jwk) = if let Ok(pair) = KeyPair::from_pkcs8(&der) {
+            let public = pair.public_key();
+            let jwk = json!({"kty": "RSA", "alg": "RS256",
+                "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+                "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero())});
+            (
+                EndorseAlgorithm::Rs256,
+                public.as_der().ok()?.as_ref().to_vec(),
+                EncodingKey::from_rsa_pem(private_pem.as_bytes()).ok()?,
+                jwk,
+            )
+        } else {
+            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).ok()?;
+            let public = pair.public_key();
+            // The uncompressed point: 0x04, then x and y, 32 bytes each.
+            let point = public.as_ref();
+            let (x, y) = point.get(1..)?.split_at_checked(32)?;
+            let jwk = json!({"kty": "EC", "alg": "ES256", "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
+            (
+                EndorseAlgorithm::Es256,
+                public.as_der().ok()?.as_ref().to_vec(),
+                EncodingKey::from_ec_pem(private_pem.as_bytes()).ok()?,
+                jwk,
+            )
+        };
+        let digest = Sha256::digest(&spki);
+        let kid = format!("v1-{}-x509.pem", hex::encode(&digest[..16]));
+        if let Some(o) = jwk.as_object_mut() {
+            o.insert("kid".into(), json!(kid));
+            o.insert("use".into(), json!("sig"));
+        }
         Some(Self {
-            kid: format!("v1-{}-x509.pem", hex::encode(&digest[..16])),
+            kid,
             private_pem: private_pem.trim().to_owned(),
             encoding,
-            public_pem: pem("PUBLIC KEY", spki.as_ref()),
-            n: URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
-            e: URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+            public_pem: pem("PUBLIC KEY", &spki),
+            jwk,
+            algorithm,
         })
     }
 
     /// The JWK (RFC 7517) of the public key.
     pub fn jwk(&self) -> Value {
-        json!({"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256",
-               "n": self.n, "e": self.e})
+        self.jwk.clone()
     }
 
-    /// Signs `claims` as an RS256 JWT with this key's `kid`.
+    /// The algorithm this key signs with.
+    pub fn algorithm(&self) -> EndorseAlgorithm {
+        self.algorithm
+    }
+
+    /// Signs `claims` as a JWT (RS256 or ES256, as the key is) with this
+    /// key's `kid`.
     pub fn sign(&self, claims: &Value) -> Result<String, KeyError> {
-        let mut header = Header::new(Algorithm::RS256);
+        let alg = match self.algorithm {
+            EndorseAlgorithm::Rs256 => Algorithm::RS256,
+            EndorseAlgorithm::Es256 => Algorithm::ES256,
+        };
+        let mut header = Header::new(alg);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding)
             .map_err(|e| KeyError::Sign(e.to_string()))
@@ -131,6 +187,8 @@ impl KeySet {
 #[derive(Debug)]
 pub struct KeyStore {
     dir: PathBuf,
+    /// What new keys are made with.
+    algorithm: EndorseAlgorithm,
     set: ArcSwap<KeySet>,
     /// One rotation at a time (two at once would lose the overlap).
     rotating: Mutex<()>,
@@ -139,7 +197,7 @@ pub struct KeyStore {
 impl KeyStore {
     /// Loads the keys from `dir` (made private if need be), generating the
     /// first one if there is none. Blocking (file I/O, RSA generation).
-    pub fn open(dir: &Path) -> Result<Self, KeyError> {
+    pub fn open(dir: &Path, algorithm: EndorseAlgorithm) -> Result<Self, KeyError> {
         let io_err = |path: &Path| {
             let path = path.to_owned();
             move |source| KeyError::Io { path, source }
@@ -149,14 +207,24 @@ impl KeyStore {
         let current = match load(&current_path)? {
             Some(k) => k,
             None => {
-                let k = SigningKey::generate()?;
+                let k = SigningKey::generate(algorithm)?;
                 secret_file::write(&current_path, &k.private_pem).map_err(io_err(&current_path))?;
                 k
             }
         };
         let previous = load(&dir.join(PREVIOUS))?;
+        if current.algorithm != algorithm {
+            tracing::warn!(
+                kid = %current.kid,
+                "the Endorse key signs with {:?}, [endorse] algorithm asks for {:?}: \
+                 `simgate endorse rotate` to switch",
+                current.algorithm,
+                algorithm
+            );
+        }
         Ok(Self {
             dir: dir.to_owned(),
+            algorithm,
             set: ArcSwap::from_pointee(KeySet { current, previous }),
             rotating: Mutex::new(()),
         })
@@ -177,7 +245,7 @@ impl KeyStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.set.load_full();
-        let new = SigningKey::generate()?;
+        let new = SigningKey::generate(self.algorithm)?;
         let write = |name: &str, key: &SigningKey| {
             let path = self.dir.join(name);
             secret_file::write(&path, &key.private_pem)
@@ -240,7 +308,7 @@ mod tests {
     fn keys_persist_rotate_and_verify() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("endorse");
-        let store = KeyStore::open(&d).unwrap();
+        let store = KeyStore::open(&d, EndorseAlgorithm::Rs256).unwrap();
         let first = store.keys();
         assert!(super::super::claims::is_kid(&first.current.kid));
         assert!(first.previous.is_none());
@@ -255,7 +323,11 @@ mod tests {
         }
         // Loaded again: the same key.
         assert_eq!(
-            KeyStore::open(&d).unwrap().keys().current.kid,
+            KeyStore::open(&d, EndorseAlgorithm::Rs256)
+                .unwrap()
+                .keys()
+                .current
+                .kid,
             first.current.kid
         );
 
@@ -277,7 +349,7 @@ mod tests {
         jsonwebtoken::decode::<Value>(&token, &key, &v).unwrap();
         assert_eq!(after.jwks()["keys"].as_array().unwrap().len(), 2);
         // And from disk.
-        let reopened = KeyStore::open(&d).unwrap().keys();
+        let reopened = KeyStore::open(&d, EndorseAlgorithm::Rs256).unwrap().keys();
         assert_eq!(reopened.current.kid, new_kid);
         assert_eq!(
             reopened.previous.as_ref().map(|k| k.kid.as_str()),
@@ -290,12 +362,53 @@ mod tests {
     }
 
     #[test]
+    fn es256_keys_sign_verify_and_rotate_from_rsa() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("endorse");
+        let rsa = KeyStore::open(&d, EndorseAlgorithm::Rs256).unwrap();
+        let rsa_kid = rsa.keys().current.kid.clone();
+        drop(rsa);
+        // The configured algorithm changes: the RSA key keeps signing until
+        // a rotation, which makes a P-256 key.
+        let store = KeyStore::open(&d, EndorseAlgorithm::Es256).unwrap();
+        assert_eq!(store.keys().current.algorithm(), EndorseAlgorithm::Rs256);
+        let kid = store.rotate().unwrap();
+        let keys = store.keys();
+        assert_eq!(keys.current.algorithm(), EndorseAlgorithm::Es256);
+        assert_eq!(
+            keys.previous.as_ref().map(|k| k.kid.as_str()),
+            Some(rsa_kid.as_str())
+        );
+        assert!(super::super::claims::is_kid(&kid));
+        let jwk = keys.current.jwk();
+        assert_eq!(
+            (&jwk["kty"], &jwk["crv"], &jwk["alg"]),
+            (&json!("EC"), &json!("P-256"), &json!("ES256"))
+        );
+
+        let token = keys.current.sign(&json!({"sub": "x"})).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::ES256);
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk).unwrap();
+        let mut v = Validation::new(Algorithm::ES256);
+        v.required_spec_claims.clear();
+        jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_jwk(&jwk).unwrap(), &v).unwrap();
+        // The PEM published for the kid is the same key.
+        let from_pem = DecodingKey::from_ec_pem(keys.current.public_pem.as_bytes()).unwrap();
+        jsonwebtoken::decode::<Value>(&token, &from_pem, &v).unwrap();
+        // Reloaded from disk: still ES256, same kid.
+        let again = KeyStore::open(&d, EndorseAlgorithm::Es256).unwrap().keys();
+        assert_eq!(again.current.kid, kid);
+        assert_eq!(again.jwks()["keys"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
     fn a_corrupt_key_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         secret_file::create_private_dir(dir.path()).unwrap();
         secret_file::write(&dir.path().join(CURRENT), "junk").unwrap();
         assert!(matches!(
-            KeyStore::open(dir.path()),
+            KeyStore::open(dir.path(), EndorseAlgorithm::Rs256),
             Err(KeyError::Invalid { .. })
         ));
     }

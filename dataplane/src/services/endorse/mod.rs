@@ -18,6 +18,8 @@ pub mod keys;
 
 use std::path::Path;
 
+use simgate_control::config::EndorseAlgorithm;
+
 pub use handler::serve;
 pub use keys::{KeyError, KeyStore};
 
@@ -30,9 +32,13 @@ pub struct Endorse {
 
 impl Endorse {
     /// Loads (or makes) the keys in `{data_dir}/endorse`. Blocking.
-    pub fn open(data_dir: &Path, issuer: String) -> Result<Self, KeyError> {
+    pub fn open(
+        data_dir: &Path,
+        issuer: String,
+        algorithm: EndorseAlgorithm,
+    ) -> Result<Self, KeyError> {
         Ok(Self {
-            keys: KeyStore::open(&data_dir.join("endorse"))?,
+            keys: KeyStore::open(&data_dir.join("endorse"), algorithm)?,
             issuer,
         })
     }

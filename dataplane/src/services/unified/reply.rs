@@ -195,7 +195,11 @@ mod tests {
                         "body": "{\"ok\":\"{{imsi}}\",\"h\":{{harvest.statusCode}}}"},
             "failure": {"statusCode": 503, "body": "NG {{result}} funnel={{funnel.statusCode}} {{funnel.body}}"}}));
         let harvest = Reply::ok(201, "201\n");
-        let good = compose(&f, "001010000000001", &[(UnifiedService::Harvest, &harvest)]);
+        let good = compose(
+            &f,
+            "001010000000001",
+            &[(UnifiedService::Harvest, &harvest)],
+        );
         assert_eq!(good.status, 202);
         assert_eq!(good.content_type, "application/json");
         assert_eq!(body(&good), json!({"ok": "001010000000001", "h": 201}));
