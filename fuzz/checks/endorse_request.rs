@@ -15,13 +15,21 @@
 //!   alphanumerics as `%XX`) parses back to the same parameters.
 //! * `claims` carries exactly the endorsed facts, the parameters as parsed
 //!   (when endorsed and any), and `exp − iat` = the timeout.
+//! * `redirect_target` takes `redirect_url` out of the parameters and
+//!   follows it only when it is exactly an authorized URL;
+//!   `redirect_location` keeps the target and adds the token once;
+//!   `redirect_form` escapes what it embeds (one `<input` per field, the
+//!   parameters' text never opening a tag).
 //!
 //! Shared by the fuzz target and `dataplane/tests/fuzz_corpus.rs`.
 
 use serde_json::Value;
 use simgate::services::endorse::claims::{
-    claims, is_kid, parse, parse_params, Endorsed, Op, Settings, Sim, MAX_PARAMETERS,
+    claims, is_kid, parse, parse_params, redirect_form, redirect_location, Endorsed, Op, Settings,
+    Sim, MAX_PARAMETERS, REDIRECT_PARAMETER, TOKEN_PARAMETER,
 };
+
+const AUTHORIZED: &str = "https://app.example/login";
 
 const METHODS: [&str; 4] = ["GET", "POST", "PUT", "HEAD"];
 
@@ -70,7 +78,32 @@ pub(crate) fn check(data: &[u8]) {
             request_parameters: bit(4),
         },
         timeout_secs: 600,
+        allow_origin: None,
+        authorized_redirect_urls: vec![AUTHORIZED.to_owned()],
     };
+    let mut without = params.clone();
+    let asked = params.get(REDIRECT_PARAMETER).and_then(Value::as_str);
+    match settings.redirect_target(&mut without) {
+        Ok(Some(url)) => assert_eq!((url.as_str(), asked), (AUTHORIZED, Some(AUTHORIZED))),
+        Ok(None) => assert!(asked.is_none()),
+        Err(e) => assert_eq!(Some(e.0.as_str()), asked),
+    }
+    assert!(!without.contains_key(REDIRECT_PARAMETER));
+    if let Some(url) = asked {
+        let token = "eyJ.a-b_c.d";
+        let location = redirect_location(url, token);
+        let base = url.split('#').next().unwrap_or_default();
+        assert!(location.starts_with(base), "{location:?} from {url:?}");
+        let needle = format!("{TOKEN_PARAMETER}={token}");
+        assert_eq!(
+            location.matches(&needle).count(),
+            url.matches(&needle).count() + 1
+        );
+        let form = redirect_form(url, token, &without);
+        let fields = 1 + without.values().filter(|v| v.is_string()).count();
+        assert_eq!(form.matches("<input").count(), fields, "{form}");
+        assert_eq!(form.matches("<form").count(), 1, "{form}");
+    }
     let sim = Sim {
         imsi: "001010000000001",
         imei: Some("353000000000001"),

@@ -300,7 +300,9 @@ pub fn parse_resource_url(url: &str, default_project: &str) -> Result<Topic, Top
         let path = path
             .strip_prefix("v1/")
             .ok_or_else(|| TopicError::Malformed(raw.to_owned()))?;
-        (Some(format!("https://{host}")), path)
+        // Host names are case-insensitive; the endpoint is kept in one
+        // spelling, so it compares (and reads) as Google's.
+        (Some(format!("https://{}", host.to_ascii_lowercase())), path)
     } else if raw.contains("://") {
         return Err(TopicError::NotGoogleHost(raw.to_owned()));
     } else {
@@ -630,6 +632,21 @@ mod tests {
                 "{foreign}"
             );
         }
+    }
+
+    #[test]
+    fn the_endpoint_host_is_lower_case() {
+        // Found by the fuzzer: a host spelled `googleapis.cOm` is Google's,
+        // and is kept as `googleapis.com`.
+        let t = parse_resource_url(
+            "https://asia-northeast1-pubsub.googleapis.cOm/v1/projects/p-1234/topics/topic-1",
+            "unused",
+        )
+        .unwrap();
+        assert_eq!(
+            t.endpoint.as_deref(),
+            Some("https://asia-northeast1-pubsub.googleapis.com")
+        );
     }
 
     proptest! {
