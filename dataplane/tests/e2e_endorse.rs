@@ -102,17 +102,7 @@ fn python() -> PathBuf {
 /// PyJWT's verdict on `token`: the header and claims it verified, fetching
 /// the keys from simgate at `to`.
 async fn verify(to: SocketAddr, token: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/endorse_verify.py");
-    let (base, token) = (format!("http://{to}"), token.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python())
-            .arg(script)
-            .args([base.as_str(), HOST, ISSUER, token.as_str()])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = pyjwt(to, token).await;
     assert!(
         out.status.success(),
         "PyJWT refused the token: {}\n{}",
@@ -120,6 +110,21 @@ async fn verify(to: SocketAddr, token: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What PyJWT says of `token`, success or not.
+async fn pyjwt(to: SocketAddr, token: &str) -> std::process::Output {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/endorse_verify.py");
+    let (base, token) = (format!("http://{to}"), token.to_owned());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python())
+            .arg(script)
+            .args([base.as_str(), HOST, ISSUER, token.as_str()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 async fn call(
@@ -411,5 +416,40 @@ async fn es256_tokens_verify_independently() {
         (&key["kty"], &key["crv"], &key["kid"]),
         (&json!("EC"), &json!("P-256"), &v["header"]["kid"])
     );
+
+    // An expired token is refused by the verifier: a group whose tokens
+    // live one second (PyJWT allows no leeway by default).
+    let api = run.server.bound.api.unwrap();
+    let auth = format!("Bearer {}", run.token());
+    let (status, _, _) = http_request(
+        ip("127.0.0.1"),
+        api,
+        "PUT",
+        "localhost",
+        "/v1/groups/endorse-on/configuration/SoracomEndorse",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        br#"[{"key":"tokenTimeoutSeconds","value":1}]"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let token = get_token("127.0.0.1", to, "nonce=short").await;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        1
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let out = pyjwt(to, &token).await;
+    assert!(!out.status.success(), "an expired token verified");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ExpiredSignatureError"), "{stderr}");
     run.server.shutdown().await;
 }

@@ -184,7 +184,7 @@ impl Settings {
         let Some(Value::String(url)) = params.remove(REDIRECT_PARAMETER) else {
             return Ok(None);
         };
-        if self.authorized_redirect_urls.iter().any(|u| *u == url) {
+        if self.authorized_redirect_urls.contains(&url) {
             Ok(Some(url))
         } else {
             Err(RedirectRefused(url))
