@@ -22,6 +22,9 @@ command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # scripts/schemathesis.sh runs schemathesis from a venv (.tools/venv).
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+# The console's browser test (dataplane/tests/e2e_console.rs) runs Debian's
+# Chromium through Playwright (never `playwright install`: no browser CDN).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -51,6 +54,14 @@ if ! .tools/venv/bin/python -c "import jwt, cryptography" >/dev/null 2>&1; then
   echo "setup: installing pyjwt[crypto] into .tools/venv"
   [ -x .tools/venv/bin/pip ] || python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q "pyjwt[crypto]==2.*"
+fi
+
+# The console's browser test drives /usr/bin/chromium with Playwright for
+# Python (executable_path; its own browser downloads are not used).
+if ! .tools/venv/bin/python -c "import playwright.sync_api" >/dev/null 2>&1; then
+  echo "setup: installing playwright into .tools/venv"
+  [ -x .tools/venv/bin/pip ] || python3 -m venv .tools/venv
+  .tools/venv/bin/pip install -q "playwright==1.*"
 fi
 
 if [ "${WITH_FUZZ:-0}" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then

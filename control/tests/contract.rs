@@ -44,12 +44,13 @@ fn fixture_path() -> PathBuf {
 }
 
 /// SORACOM paths the extract keeps: every resource simgate serves.
-const FIXTURE_PREFIXES: [&str; 8] = [
+const FIXTURE_PREFIXES: [&str; 9] = [
     "/auth",
     "/groups",
     "/subscribers",
     "/credentials",
     "/data",
+    "/files",
     "/operators/{operator_id}/auth_keys",
     "/sessions",
     "/tokens",

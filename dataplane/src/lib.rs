@@ -5,6 +5,7 @@
 pub mod api;
 pub mod batch;
 pub mod cli;
+pub mod console;
 pub mod dead_letters;
 pub mod ingress;
 pub mod metrics;

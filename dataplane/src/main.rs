@@ -93,7 +93,7 @@ async fn serve(config: Config, source: String, file: Option<PathBuf>) -> anyhow:
         |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
     println!("simgate {} ({source})", env!("CARGO_PKG_VERSION"));
     for (what, addr) in [
-        ("HTTP entry (Funnel/Harvest/Beam/Unified by Host)", b.http),
+        ("HTTP entry (services by Host; any other: Unified)", b.http),
         (
             "UDP/TCP entry (Unified: Beam, Funnel, Harvest)",
             b.unified_udp,
@@ -103,7 +103,7 @@ async fn serve(config: Config, source: String, file: Option<PathBuf>) -> anyhow:
         ("Beam website entry", b.beam_website),
         ("Beam TCP -> TLS", b.beam_tcp),
         ("Beam MQTT -> MQTTS", b.beam_mqtt),
-        ("API, /metrics, Harvest query", b.api),
+        ("API, /metrics, console at /console/", b.api),
         ("RADIUS accounting", b.radius),
     ] {
         println!("  {what:<48} {}", show(addr));
@@ -130,6 +130,10 @@ async fn serve(config: Config, source: String, file: Option<PathBuf>) -> anyhow:
             token_file.display()
         );
         println!("  curl -s http://{api}/metrics | grep simgate_");
+        println!(
+            "  open http://{api}/console/ and log in with the contents of {}",
+            token_file.display()
+        );
     }
     wait_for_stop(&server, file.as_deref()).await?;
     tracing::info!("shutting down");

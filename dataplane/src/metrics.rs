@@ -81,6 +81,15 @@ pub struct BeamDirectionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunkLabels {
+    /// `lambda`, `https`, or `none` (refused before a function was chosen).
+    pub target: &'static str,
+    /// `ok`, `function_error`, `refused`, `unreachable`, `timeout`,
+    /// `disabled`, `bad_request`, `config_error`, `internal_error`.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub sink: &'static str,
 }
@@ -152,6 +161,8 @@ pub struct Metrics {
     /// Device-side protocol errors on Beam streams (MQTT garbage, QoS 2,
     /// bad keepalive, ...), by entry and reason.
     pub beam_device_errors: Family<BeamErrorLabels, Counter>,
+    /// Funk invocations, by target and outcome.
+    pub funk_invocations: Family<FunkLabels, Counter>,
     /// Members of `service_requests` for the success answers, resolved once.
     served_ok: [[Counter; 3]; 2],
 }
@@ -196,6 +207,7 @@ impl Metrics {
             beam_streams_open: Family::default(),
             beam_relayed: Family::default(),
             beam_device_errors: Family::default(),
+            funk_invocations: Family::default(),
             registry: Registry::default(),
             served_ok: Default::default(),
         };
@@ -345,6 +357,11 @@ impl Metrics {
             "Beam streams: device-side protocol errors, by entry and reason",
             m.beam_device_errors.clone(),
         );
+        registry.register(
+            "funk_invocations",
+            "Funk invocations, by target (lambda, https, none) and outcome",
+            m.funk_invocations.clone(),
+        );
         let ok = |service, status| {
             ["udp", "tcp", "http"].map(|protocol| {
                 member(
@@ -378,6 +395,22 @@ impl Metrics {
     pub fn register_harvest(&mut self, store: &Arc<crate::services::harvest::HarvestStore>) {
         self.registry
             .register_collector(Box::new(HarvestCollector(Arc::downgrade(store))));
+    }
+
+    /// `simgate_krypton_issued_total` and
+    /// `simgate_krypton_refused_total{reason}`, counted by the Krypton
+    /// service.
+    pub fn register_krypton(&mut self, m: &crate::services::krypton::KryptonMetrics) {
+        self.registry.register(
+            "krypton_issued",
+            "Krypton device certificates issued",
+            m.issued.clone(),
+        );
+        self.registry.register(
+            "krypton_refused",
+            "Krypton requests refused, by reason",
+            m.refused.clone(),
+        );
     }
 
     /// Counts and logs a message refused before any service saw it.
@@ -461,6 +494,13 @@ impl Metrics {
             })
             .inc();
         tracing::warn!(entry, reason = error.label(), error = %error, "Beam upstream failed");
+    }
+
+    /// Counts one Funk invocation (or refusal).
+    pub fn funk_invocation(&self, target: &'static str, outcome: &'static str) {
+        self.funk_invocations
+            .get_or_create(&FunkLabels { target, outcome })
+            .inc();
     }
 
     /// Counts (and logs at debug) a device-side protocol error on a Beam

@@ -18,8 +18,11 @@ use crate::ingress::{self, udp::UdpOptions};
 use crate::metrics::Metrics;
 use crate::services::beam::Beam;
 use crate::services::endorse::Endorse;
+use crate::services::funk::Funk;
 use crate::services::funnel::Funnel;
 use crate::services::harvest::{self, HarvestStore};
+use crate::services::harvest_files::HarvestFiles;
+use crate::services::krypton::Krypton;
 use crate::services::metadata::Metadata;
 use crate::services::{Entry, Services};
 use crate::sinks::factory::{DefaultSinkFactory, SinkFactory};
@@ -111,6 +114,18 @@ async fn start_inner(
     let radius_stats = Arc::new(RadiusStats::new());
     metrics.register_radius(Arc::clone(&radius_stats));
     metrics.register_harvest(&harvest);
+    // Walks the stored files to count their bytes: off the async workers.
+    let harvest_files = {
+        let (dir, settings) = (config.data_dir.clone(), config.harvest_files.clone());
+        tokio::task::spawn_blocking(move || HarvestFiles::open(&dir, &settings))
+            .await?
+            .context("cannot open the Harvest Files store")?
+    };
+    harvest_files.metrics.register(&mut metrics.registry);
+    // Reads a configured CA now (a generated one is made on first use).
+    let krypton = Krypton::open(&config.data_dir, &config.krypton)
+        .context("cannot load the Krypton CA ([krypton] ca_cert, ca_key)")?;
+    metrics.register_krypton(&krypton.metrics);
     let metrics = Arc::new(metrics);
     let sessions = Arc::clone(&plane.sessions);
     let snapshot = Arc::clone(&plane.snapshot);
@@ -139,6 +154,14 @@ async fn start_inner(
             .await?
             .context("cannot load the Endorse keys")?
     };
+    let endorse = Arc::new(endorse);
+    let funk = Funk::new(
+        upstream.clone(),
+        config.upstream.clone(),
+        config.funk.clone(),
+        Arc::clone(&endorse),
+        Arc::clone(&metrics),
+    );
     let services = Arc::new(Services {
         sessions: Arc::clone(&sessions),
         snapshot,
@@ -153,6 +176,9 @@ async fn start_inner(
         )),
         metadata: Metadata::new(Arc::clone(&plane)),
         endorse,
+        funk,
+        krypton: Arc::new(krypton),
+        harvest_files: Arc::new(harvest_files),
     });
 
     let mut listeners = JoinSet::new();

@@ -15,20 +15,28 @@ mod beam_tcp_line;
 mod config_toml;
 #[path = "../../fuzz/checks/endorse_request.rs"]
 mod endorse_request;
+#[path = "../../fuzz/checks/funk_settings.rs"]
+mod funk_settings;
 #[path = "../../fuzz/checks/funnel_envelope.rs"]
 mod funnel_envelope;
 #[path = "../../fuzz/checks/funnel_sinks.rs"]
 mod funnel_sinks;
+#[path = "../../fuzz/checks/harvest_files_path.rs"]
+mod harvest_files_path;
 #[path = "../../fuzz/checks/harvest_query.rs"]
 mod harvest_query;
 #[path = "../../fuzz/checks/kinesis_response.rs"]
 mod kinesis_response;
+#[path = "../../fuzz/checks/krypton_request.rs"]
+mod krypton_request;
 #[path = "../../fuzz/checks/metadata_path.rs"]
 mod metadata_path;
 #[path = "../../fuzz/checks/radius_codec.rs"]
 mod radius_codec;
 #[path = "../../fuzz/checks/spool_segment.rs"]
 mod spool_segment;
+#[path = "../../fuzz/checks/unified_settings.rs"]
+mod unified_settings;
 
 fn fuzz_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
@@ -108,6 +116,11 @@ fn harvest_query_corpus() {
 }
 
 #[test]
+fn krypton_request_corpus() {
+    replay("krypton_request", krypton_request::check);
+}
+
+#[test]
 fn radius_codec_corpus() {
     replay("radius_codec", radius_codec::check);
 }
@@ -138,6 +151,21 @@ fn endorse_request_corpus() {
 }
 
 #[test]
+fn funk_settings_corpus() {
+    replay("funk_settings", funk_settings::check);
+}
+
+#[test]
 fn metadata_path_corpus() {
     replay("metadata_path", metadata_path::check);
+}
+
+#[test]
+fn harvest_files_path_corpus() {
+    replay("harvest_files_path", harvest_files_path::check);
+}
+
+#[test]
+fn unified_settings_corpus() {
+    replay("unified_settings", unified_settings::check);
 }

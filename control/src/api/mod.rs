@@ -17,6 +17,7 @@ mod credentials;
 mod error;
 mod groups;
 mod harvest_doc;
+mod harvest_files_doc;
 mod sessions;
 mod subscribers;
 mod tokens;
@@ -256,6 +257,12 @@ fn unauthorized(code: &'static str, message: &str, challenge: &'static str) -> R
         harvest_doc::get_data_from_subscriber,
         harvest_doc::get_subscriber_data_at,
         harvest_doc::delete_subscriber_data_at,
+        harvest_files_doc::get_file,
+        harvest_files_doc::put_file,
+        harvest_files_doc::delete_file,
+        harvest_files_doc::list_files,
+        harvest_files_doc::delete_directory,
+        harvest_files_doc::list_root,
         credentials::list_credentials,
         credentials::get_credential,
         credentials::create_credential,
@@ -279,6 +286,8 @@ fn unauthorized(code: &'static str, message: &str, challenge: &'static str) -> R
         subscribers::TagValueMatchMode,
         harvest_doc::Sort,
         harvest_doc::ResourceType,
+        harvest_files_doc::Scope,
+        harvest_files_doc::WritableScope,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("api_key" = [], "api_token" = [])),
@@ -287,6 +296,7 @@ fn unauthorized(code: &'static str, message: &str, challenge: &'static str) -> R
         (name = "Group", description = "Groups and their service configuration"),
         (name = "Credential", description = "Credential sets (secrets are write-only)"),
         (name = "DataEntry", description = "Harvest Data (served by the data plane)"),
+        (name = "FileEntry", description = "Harvest Files (served by the data plane)"),
         (name = "Session", description = "IP address → SIM bindings"),
         (name = "Token", description = "API bearer tokens (shown once, when made)"),
         (name = "Auth", description = "SORACOM-style API key and token from an auth key"),

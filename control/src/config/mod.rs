@@ -40,6 +40,18 @@ pub struct Config {
     pub harvest: HarvestSettings,
     #[serde(default)]
     pub endorse: EndorseSettings,
+    /// SORACOM Harvest Files storage limits (the per-group settings are the
+    /// groups' `SoracomHarvestFiles` configuration).
+    #[serde(default)]
+    pub harvest_files: HarvestFilesSettings,
+    /// SORACOM Krypton's CA (the per-group settings are the groups'
+    /// `SoracomKrypton` configuration).
+    #[serde(default)]
+    pub krypton: KryptonSettings,
+    /// SORACOM Funk (the per-group settings are the groups' `SoracomFunk`
+    /// configuration).
+    #[serde(default)]
+    pub funk: FunkSettings,
     #[serde(default)]
     pub ingress: IngressSettings,
     /// Outbound connections (Beam upstreams and Funnel sinks).
@@ -343,6 +355,27 @@ impl Default for HarvestSettings {
     }
 }
 
+/// Harvest Files storage limits: files live under
+/// `{data_dir}/harvest-files/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HarvestFilesSettings {
+    /// Largest file accepted (SORACOM: 100 MiB over cellular); `413` above.
+    pub max_file_bytes: u64,
+    /// Disk budget of all stored files; when reached, uploads are refused
+    /// (`507`) until files are deleted. 0 = no limit.
+    pub budget_bytes: u64,
+}
+
+impl Default for HarvestFilesSettings {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 100 << 20,
+            budget_bytes: 1 << 30,
+        }
+    }
+}
+
 /// SORACOM Endorse (the per-group settings are the groups'
 /// `SoracomEndorse` configuration).
 #[derive(Debug, Clone, Deserialize)]
@@ -376,6 +409,46 @@ pub enum EndorseAlgorithm {
     /// ECDSA P-256 with SHA-256.
     #[serde(rename = "ES256")]
     Es256,
+}
+
+/// SORACOM Krypton's certificate authority: PEM files of the CA that
+/// signs device certificates (the key PKCS#8, SEC1 or PKCS#1), both or
+/// neither; without them a CA is generated on first use in
+/// `{data_dir}/krypton/`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KryptonSettings {
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+}
+
+/// SORACOM Funk's process-wide settings (which function a SIM invokes is
+/// its group's `SoracomFunk` configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunkSettings {
+    /// The `coverage` in the context a function receives and in its `srn`
+    /// (SORACOM's are `jp` and `global`).
+    pub coverage: String,
+    /// Whole invocation, connect to last response byte.
+    pub timeout_ms: u64,
+    /// Largest function response relayed to the device (Lambda's own
+    /// synchronous limit is 6 MB).
+    pub max_response_bytes: usize,
+    /// Accept a plain `http://` Lambda `destination.endpoint` or HTTPS
+    /// function URL (emulators); off, both must be `https://`.
+    pub allow_insecure_endpoints: bool,
+}
+
+impl Default for FunkSettings {
+    fn default() -> Self {
+        Self {
+            coverage: "jp".into(),
+            timeout_ms: 10_000,
+            max_response_bytes: 6 << 20,
+            allow_insecure_endpoints: false,
+        }
+    }
 }
 
 /// Whether a Funnel `destination.endpoint` override may be used: `https://`

@@ -1,7 +1,8 @@
 //! The control listener (port 7070): Prometheus `/metrics` and `/health`
 //! without a token; the control REST API (`simgate_control::api`), the
 //! Harvest Data query API, the Endorse keys and their rotation, and the
-//! Funnel dead-letter API behind the same bearer-token check.
+//! Funnel dead-letter API behind the same bearer-token check; and the web
+//! console's static files under `/console/` (no token: see `crate::console`).
 
 use std::sync::Arc;
 
@@ -32,6 +33,12 @@ pub fn router(state: ApiState, services: Arc<Services>) -> Router {
     let plane = Arc::clone(&state.plane);
     let protected = harvest::router(Arc::clone(&services.harvest))
         .merge(endorse::api::router(Arc::clone(&services)))
+        .merge(crate::services::harvest_files::api::router(Arc::clone(
+            &services.harvest_files,
+        )))
+        .merge(crate::services::krypton::api::router(Arc::clone(
+            &services.krypton,
+        )))
         .merge(dead_letter_api::router(services));
     Router::new()
         .route("/metrics", get(metrics))
@@ -39,6 +46,8 @@ pub fn router(state: ApiState, services: Arc<Services>) -> Router {
         .with_state(state)
         .merge(simgate_control::api::router(Arc::clone(&plane)))
         .merge(simgate_control::api::protect(protected, plane))
+        // The console's static files: no token, they hold no data.
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
 }
 

@@ -3,7 +3,7 @@
 //! Unified Endpoint. Ports 8888 and 18080 are Beam's HTTP and website entries.
 //!
 //! Every request's sender is identified here, before its body is read;
-//! Funnel and Harvest then get the whole (limited) body, Beam the request
+//! Funnel, Harvest and Funk (`funk.`) then get the whole (limited) body, Beam the request
 //! itself, streamed ([`crate::services::beam::http`]); Metadata the request
 //! too ([`crate::services::metadata`]), which identifies its sender first,
 //! and Endorse ([`crate::services::endorse`]), which identifies it for a
@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use crate::metrics::ListenerLabels;
 use crate::services::beam::http::{text as beam_text, HttpEntryPoint};
 use crate::services::funnel::SourceProtocol;
-use crate::services::{endorse, metadata};
+use crate::services::{endorse, krypton, metadata};
 use crate::services::{Entry, Handled, Message, Reply, Services};
 use crate::upstream::{full_body, Body};
 
@@ -81,6 +81,10 @@ pub enum Route {
     Metadata,
     /// SORACOM Endorse (`endorse.*`).
     Endorse,
+    /// SORACOM Krypton (`krypton.*`).
+    Krypton,
+    /// SORACOM Harvest Files (`harvest-files.*`).
+    HarvestFiles,
     /// A SORACOM service simgate does not offer yet (Funk).
     NotAvailable(&'static str),
 }
@@ -105,7 +109,9 @@ pub fn route(host: Option<&str>) -> Route {
         "harvest" => Route::Service(Entry::Harvest),
         "metadata" => Route::Metadata,
         "endorse" => Route::Endorse,
-        "funk" => Route::NotAvailable("Funk"),
+        "krypton" => Route::Krypton,
+        "harvest-files" => Route::HarvestFiles,
+        "funk" => Route::Service(Entry::Funk),
         "beam" => Route::Beam,
         _ => Route::Service(Entry::Unified),
     }
@@ -351,6 +357,22 @@ async fn handle(
             };
             return endorse::serve(req, peer, limits, services).await;
         }
+        Route::Krypton => {
+            let limits = metadata::handler::BodyLimits {
+                max_body,
+                timeout: limits.body_timeout,
+            };
+            return krypton::serve(req, peer, limits, services).await;
+        }
+        Route::HarvestFiles => {
+            return crate::services::harvest_files::handler::serve(
+                req,
+                peer,
+                limits.body_timeout,
+                services,
+            )
+            .await;
+        }
         Route::NotAvailable(name) => {
             services
                 .metrics
@@ -510,7 +532,9 @@ mod tests {
         assert_eq!(route(None), Route::Service(Entry::Unified));
         assert_eq!(route(Some("metadata.soracom.io")), Route::Metadata);
         assert_eq!(route(Some("endorse.soracom.io")), Route::Endorse);
-        assert_eq!(route(Some("funk.soracom.io")), Route::NotAvailable("Funk"));
+        assert_eq!(route(Some("krypton.soracom.io:8036")), Route::Krypton);
+        assert_eq!(route(Some("harvest-files.soracom.io")), Route::HarvestFiles);
+        assert_eq!(route(Some("funk.soracom.io")), Route::Service(Entry::Funk));
         assert_eq!(route(Some("beam.soracom.io:8080")), Route::Beam);
     }
 }

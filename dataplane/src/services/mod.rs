@@ -3,8 +3,11 @@
 
 pub mod beam;
 pub mod endorse;
+pub mod funk;
 pub mod funnel;
 pub mod harvest;
+pub mod harvest_files;
+pub mod krypton;
 pub mod metadata;
 pub mod unified;
 
@@ -29,6 +32,8 @@ pub enum Entry {
     Unified,
     Funnel,
     Harvest,
+    /// HTTP Host `funk.*`: the group's `SoracomFunk` function.
+    Funk,
 }
 
 /// One message from a device.
@@ -76,7 +81,7 @@ impl Reply {
         }
     }
 
-    pub(crate) fn error(status: u16, message: &str) -> Self {
+    pub fn error(status: u16, message: &str) -> Self {
         Self {
             status,
             body: Bytes::from(message.to_owned()),
@@ -119,7 +124,14 @@ pub struct Services {
     /// Metadata (Host `metadata.*`): ingress hands it the request.
     pub metadata: metadata::Metadata,
     /// Endorse (Host `endorse.*`): ingress hands it the request.
-    pub endorse: endorse::Endorse,
+    pub endorse: Arc<endorse::Endorse>,
+    /// Harvest Files (Host `harvest-files.*`, and `/v1/files` on the API).
+    pub harvest_files: Arc<harvest_files::HarvestFiles>,
+    /// Funk (Host `funk.*`, and the Unified Endpoint): invokes the group's
+    /// function ([`funk::Funk::handle`]).
+    pub funk: funk::Funk,
+    /// Krypton (Host `krypton.*`): ingress hands it the request.
+    pub krypton: Arc<krypton::Krypton>,
 }
 
 impl std::fmt::Debug for Services {
@@ -180,6 +192,7 @@ impl Services {
                 ))
             }
             Entry::Unified => self.unified(msg, identity, snapshot, funnel_on, harvest_on),
+            Entry::Funk => self.funk.handle(msg, identity, snapshot),
         }
     }
 
@@ -341,5 +354,4 @@ mod tests {
         assert!(!is_json_type(Some("text/plain")));
         assert!(!is_json_type(None));
     }
-
 }

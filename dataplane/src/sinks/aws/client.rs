@@ -181,6 +181,20 @@ impl AwsJsonClient {
         self.exchange(req, max_response).await
     }
 
+    /// As [`AwsJsonClient::post`], with `extra` headers (signed with the
+    /// rest), returning the whole response, headers included (Lambda
+    /// answers a function's failure with `X-Amz-Function-Error`).
+    pub async fn post_with_headers(
+        &self,
+        post: &Post<'_>,
+        extra: &[(&'static str, HeaderValue)],
+        body: Bytes,
+        max_response: usize,
+    ) -> Result<crate::sinks::exchange::Response, SinkError> {
+        let req = self.signed_request_with(post, extra, body, SystemTime::now())?;
+        exchange(&self.http, req, self.timeout, max_response).await
+    }
+
     async fn exchange(
         &self,
         req: Request<Bytes>,
@@ -206,6 +220,17 @@ impl AwsJsonClient {
         body: Bytes,
         now: SystemTime,
     ) -> Result<Request<Bytes>, SinkError> {
+        self.signed_request_with(post, &[], body, now)
+    }
+
+    /// [`AwsJsonClient::signed_request`] with `extra` headers, signed too.
+    fn signed_request_with(
+        &self,
+        post: &Post<'_>,
+        extra: &[(&'static str, HeaderValue)],
+        body: Bytes,
+        now: SystemTime,
+    ) -> Result<Request<Bytes>, SinkError> {
         let signing_failed = |message: String| SinkError {
             kind: FailureKind::Permanent,
             reason: "signing",
@@ -224,6 +249,9 @@ impl AwsJsonClient {
             .header(CONTENT_TYPE, HeaderValue::from_static(post.content_type));
         if let Some(target) = post.target {
             builder = builder.header("x-amz-target", target);
+        }
+        for (name, value) in extra {
+            builder = builder.header(*name, value.clone());
         }
         let mut req = builder
             .body(body.clone())
