@@ -13,7 +13,7 @@
 mod common;
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use common::*;
@@ -77,28 +77,8 @@ ip = "127.0.7.3"
 imsi = "001010000000003"
 "#;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn json_of(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(body));
-    })
-}
-
 /// The venv's Python, which has PyJWT (`scripts/setup.sh`); a missing one
 /// fails the test (an end-to-end test that silently skips proves nothing).
-fn python() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh (it installs pyjwt[crypto])",
-        p.display()
-    );
-    p
-}
-
 /// PyJWT's verdict on `token`: the header and claims it verified, fetching
 /// the keys from simgate at `to`.
 async fn verify(to: SocketAddr, token: &str) -> Value {
@@ -117,7 +97,7 @@ async fn pyjwt(to: SocketAddr, token: &str) -> std::process::Output {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/endorse_verify.py");
     let (base, token) = (format!("http://{to}"), token.to_owned());
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python())
+        std::process::Command::new(venv_python())
             .arg(script)
             .args([base.as_str(), HOST, ISSUER, token.as_str()])
             .output()
@@ -262,10 +242,10 @@ async fn endorse_tokens_verify_independently_and_refusals_hold() {
     .await;
     assert_eq!(status, 302);
     let location = header(&headers, "location").unwrap();
-    let token = location
+    let redirected = location
         .strip_prefix("https://app.example/login?soracom_endorse_token=")
         .unwrap_or_else(|| panic!("{location}"));
-    let v = verify(to, token).await;
+    let v = verify(to, redirected).await;
     let params = &v["claims"]["soracom-endorse-claim"]["requestParameters"];
     assert_eq!(
         params,
@@ -305,12 +285,12 @@ async fn endorse_tokens_verify_independently_and_refusals_hold() {
         page.contains("action=\"https://app.example/login\""),
         "{page}"
     );
-    let token = page
+    let posted = page
         .split("name=\"soracom_endorse_token\" value=\"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_else(|| panic!("{page}"));
-    verify(to, token).await;
+    verify(to, posted).await;
 
     // Refusals: Endorse disabled for the group, an unknown source.
     let (status, _, body) = call("127.0.7.3", to, "GET", "/", &[], b"").await;

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::IpAddr;
 
 use common::*;
 
@@ -36,10 +35,6 @@ imsi = "001010000000001"
 ip = "127.0.3.2"
 imsi = "001010000000002"
 "#;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harvest_round_trip_over_http_udp_tcp() {

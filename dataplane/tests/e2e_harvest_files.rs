@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -66,16 +66,6 @@ imsi = "001010000000002"
 ip = "127.0.9.3"
 imsi = "001010000000003"
 "#;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn json_of(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(body));
-    })
-}
 
 type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 

@@ -82,10 +82,6 @@ ip = "127.0.6.4"
 imsi = "001010000000004"
 "#;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 struct Device {
     src: IpAddr,
     to: SocketAddr,

@@ -9,7 +9,6 @@
 mod common;
 mod support;
 
-use std::net::IpAddr;
 
 use common::*;
 use serde_json::{json, Value};
@@ -52,10 +51,6 @@ imsi = "001010000000001"
 ip = "127.0.7.2"
 imsi = "001010000000002"
 "#;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 async fn set_format(run: &Running, group: &str, response: Value) -> (u16, Value) {
     let api = run.server.bound.api.unwrap();

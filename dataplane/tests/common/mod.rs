@@ -305,3 +305,27 @@ pub async fn simgate_cli(
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
 }
+
+/// A loopback source address (each SIM of a test sends from its own).
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A JSON answer, or a panic showing what came instead.
+pub fn json_of(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {}", String::from_utf8_lossy(body));
+    })
+}
+
+/// The Python of the test venv (`scripts/setup.sh` installs PyJWT,
+/// Playwright and moto there).
+pub fn venv_python() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh",
+        p.display()
+    );
+    p
+}
