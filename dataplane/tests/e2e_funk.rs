@@ -23,12 +23,12 @@
 mod common;
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use base64::Engine as _;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::certs::Certs;
 use support::https_peer::{HttpsPeer, PeerRequest, PeerResponse};
 use support::moto::Moto;
@@ -42,20 +42,6 @@ const SIM_HTTPS: &str = "001010000000003";
 const MOTO_FUNCTION: &str = "funk-moto";
 const PEER_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:funk-peer";
 const LAMBDA_PATH: &str = "/2015-03-31/functions/funk-peer/invocations";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn venv_python() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh (it installs moto[server], boto3 and pyjwt[crypto])",
-        p.display()
-    );
-    p
-}
 
 /// Runs a helper script from `tests/support` with the venv's Python;
 /// its stdout, or a panic with its output.
@@ -107,11 +93,6 @@ async fn post(
         .collect();
     let (status, _, body) = http_request(ip(src), to, "POST", HOST, "/", &headers, body).await;
     (status, body)
-}
-
-fn json_of(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
 async fn invocations(run: &Running, target: &str, outcome: &str) -> f64 {
@@ -400,6 +381,22 @@ imsi = "001010000000005"
     );
     assert_eq!(verified["header"]["alg"], "RS256");
 
+    // The Unified Endpoint over UDP and TCP: Funk is the group's only
+    // service, so the device gets the function's answer as is.
+    let uni_udp = run.server.bound.unified_udp.unwrap();
+    let answer = udp_request(ip("127.0.8.3"), uni_udp, b"via udp")
+        .await
+        .unwrap();
+    assert_eq!(json_of(&answer), json!({"reply": "hi from the function"}));
+    let req = peer.requests().pop().unwrap();
+    assert_eq!(json_of(&req.body), json!({"payload": "dmlhIHVkcA=="}));
+    let mut tcp = tcp_connect(ip("127.0.8.3"), run.server.bound.unified_tcp.unwrap()).await;
+    let answer = tcp_exchange(&mut tcp, br#"{"t":1}"#).await;
+    assert_eq!(json_of(&answer), json!({"reply": "hi from the function"}));
+    let req = peer.requests().pop().unwrap();
+    // contentType unspecified: UDP/TCP bytes are wrapped, JSON or not.
+    assert_eq!(json_of(&req.body), json!({"payload": "eyJ0IjoxfQ=="}));
+
     // Refusals.
     let (status, body) = post("127.0.8.4", to, None, b"x").await;
     assert_eq!(status, 400);
@@ -414,7 +411,7 @@ imsi = "001010000000005"
     assert_eq!(invocations(&run, "lambda", "ok").await, 4.0);
     assert_eq!(invocations(&run, "lambda", "function_error").await, 1.0);
     assert_eq!(invocations(&run, "lambda", "refused").await, 1.0);
-    assert_eq!(invocations(&run, "https", "ok").await, 1.0);
+    assert_eq!(invocations(&run, "https", "ok").await, 3.0);
     assert_eq!(invocations(&run, "https", "unreachable").await, 1.0);
     assert_eq!(invocations(&run, "none", "disabled").await, 1.0);
     assert_eq!(invocations(&run, "none", "bad_request").await, 1.0);

@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::*;
 
 const BODY: &str = r#"

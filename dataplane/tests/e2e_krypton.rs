@@ -15,7 +15,7 @@
 mod common;
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -78,16 +78,6 @@ imsi = "001010000000002"
 ip = "127.0.7.3"
 imsi = "001010000000003"
 "#;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn json_of(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(body));
-    })
-}
 
 async fn call(src: &str, to: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
     let (status, _, body) = http_request(ip(src), to, method, HOST, path, &[], body).await;

@@ -9,7 +9,6 @@
 mod common;
 mod support;
 
-
 use common::*;
 use serde_json::{json, Value};
 

@@ -85,8 +85,6 @@ pub enum Route {
     Krypton,
     /// SORACOM Harvest Files (`harvest-files.*`).
     HarvestFiles,
-    /// A SORACOM service simgate does not offer yet (Funk).
-    NotAvailable(&'static str),
 }
 
 /// Routes by the first label of `Host` (port ignored).
@@ -372,15 +370,6 @@ async fn handle(
                 services,
             )
             .await;
-        }
-        Route::NotAvailable(name) => {
-            services
-                .metrics
-                .reject("http", "service_not_available", peer);
-            return text(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("{name} is not available on this simgate yet"),
-            );
         }
     };
     if req.method() != Method::POST && req.method() != Method::PUT {

@@ -210,6 +210,19 @@ impl Funk {
     }
 }
 
+/// Whether the SIM's group turns Funk on (`SoracomFunk.enabled: true`),
+/// usable or not: for the Unified Endpoint, which includes Funk then (a
+/// broken configuration answers with its error, not silence).
+pub fn is_enabled(identity: &Identity) -> bool {
+    identity
+        .group
+        .as_deref()
+        .and_then(|g| g.configuration.get(settings::NAMESPACE))
+        .and_then(|ns| ns.get("enabled"))
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+}
+
 /// Invokes the function and reads its whole (bounded) answer, within
 /// `[funk] timeout_ms`.
 async fn invoke(
@@ -359,5 +372,35 @@ fn finish(metrics: &Metrics, target: &'static str, proto: &'static str, a: Answe
         content_type: Cow::Borrowed(a.content_type),
         body: a.body,
         ..Reply::error(a.status, &message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn identity(funk: Option<serde_json::Value>) -> Identity {
+        let mut group = json!({"id": "g"});
+        if let Some(ns) = funk {
+            group["configuration"] = json!({ settings::NAMESPACE: ns });
+        }
+        Identity {
+            subscriber: Arc::new(
+                serde_json::from_value(json!({"imsi": "001010000000001"})).unwrap(),
+            ),
+            group: Some(Arc::new(serde_json::from_value(group).unwrap())),
+            operator_id: simgate_control::OperatorId::parse("OP0000000001").unwrap(),
+            imei: None,
+        }
+    }
+
+    #[test]
+    fn enabled_is_the_groups_switch() {
+        assert!(!is_enabled(&identity(None)));
+        assert!(!is_enabled(&identity(Some(json!({"enabled": false})))));
+        assert!(!is_enabled(&identity(Some(json!({"enabled": "yes"})))));
+        // On but unusable still counts: the device hears why.
+        assert!(is_enabled(&identity(Some(json!({"enabled": true})))));
     }
 }

@@ -82,8 +82,10 @@ pub fn form(
 pub fn event(form: Form, payload: &[u8]) -> Result<Bytes, EventError> {
     let body = match form {
         Form::Json => {
-            serde_json::from_slice::<serde::de::IgnoredAny>(payload)
-                .map_err(|_| EventError::NotJson)?;
+            // Decoded fully, not skipped: `IgnoredAny` lets invalid UTF-8
+            // and lone surrogates inside strings through (the fuzzer found
+            // it), and the function would get an event it cannot parse.
+            serde_json::from_slice::<Value>(payload).map_err(|_| EventError::NotJson)?;
             Bytes::copy_from_slice(payload)
         }
         Form::Text => {
@@ -292,6 +294,14 @@ mod tests {
             r#"{"payload":"eyJoZWxsbyI6ICJmdW5rIn0="}"#
         );
         assert_eq!(event(Form::Json, b"nope"), Err(EventError::NotJson));
+        assert_eq!(
+            event(Form::Json, b"{\"a\xb0\": 1}"),
+            Err(EventError::NotJson)
+        );
+        assert_eq!(
+            event(Form::Json, br#"["\ud800"]"#),
+            Err(EventError::NotJson)
+        );
         assert_eq!(event(Form::Text, b"\xff"), Err(EventError::NotText));
         assert!(matches!(
             event(Form::Binary, &vec![0u8; MAX_EVENT_BYTES]),

@@ -1,6 +1,6 @@
 //! The Unified Endpoint (port 23080, and HTTP whose Host names no service):
 //! one message goes, in parallel, to every service the SIM's group enables
-//! among Beam (UDP/TCP → HTTP), Funnel and Harvest, and the device gets one
+//! among Beam (UDP/TCP → HTTP), Funnel, Funk and Harvest, and the device gets one
 //! answer chosen by the group's `UnifiedEndpoint` response format
 //! ([`reply::compose`]).
 
@@ -52,6 +52,12 @@ impl Services {
         if funnel_on {
             parts.push((UnifiedService::Funnel, self.funnel(msg, identity, snapshot)));
         }
+        if super::funk::is_enabled(identity) {
+            parts.push((
+                UnifiedService::Funk,
+                self.funk.handle(msg, identity, snapshot),
+            ));
+        }
         if harvest_on {
             parts.push((UnifiedService::Harvest, self.harvest(msg, identity)));
         }
@@ -59,7 +65,7 @@ impl Services {
             self.metrics.served("unified", proto, 400);
             return Handled::Now(Reply::error(
                 400,
-                "no service is enabled for this SIM's group (enable Beam, Funnel or Harvest)",
+                "no service is enabled for this SIM's group (enable Beam, Funnel, Funk or Harvest)",
             ));
         }
         // One service answering as itself needs no waiting on the others.
