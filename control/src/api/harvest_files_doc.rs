@@ -64,7 +64,7 @@ pub(crate) struct ListQuery {
 /// answers `200` with the bytes, `Content-Type`, `Content-Length` and
 /// `ETag` (`HEAD` gives the headers alone).
 #[utoipa::path(get, path = "/v1/files/{scope}/{path}", tag = "FileEntry",
-    params(("scope" = Scope, Path), ("path" = String, Path, description = "Target path (may contain `/`)")),
+    params(("scope" = Scope, Path), ("path" = String, Path, description = "Target path (may contain `/`; no control characters or backslashes)", pattern = r"^[^\u0000-\u001F\u007F-\u009F\\]{1,60}$")),
     responses(
         (status = 200, description = "The file's content", content_type = "application/octet-stream",
             headers(("ETag" = String), ("Content-Length" = u64))),
@@ -75,24 +75,24 @@ pub(crate) fn get_file() {}
 /// kept; the size limit is `[harvest_files] max_file_bytes` (`413`), the
 /// store's budget `budget_bytes` (`507`).
 #[utoipa::path(put, path = "/v1/files/{scope}/{path}", tag = "FileEntry",
-    params(("scope" = WritableScope, Path), ("path" = String, Path, description = "Target path (may contain `/`)")),
+    params(("scope" = WritableScope, Path), ("path" = String, Path, description = "Target path (may contain `/`; no control characters or backslashes)", pattern = r"^[^\u0000-\u001F\u007F-\u009F\\]{1,60}$")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's content"),
     responses(
         (status = 200, description = "Replaced"), (status = 201, description = "Created"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub(crate) fn put_file() {}
 
 /// Delete a file.
 #[utoipa::path(delete, path = "/v1/files/{scope}/{path}", tag = "FileEntry",
-    params(("scope" = WritableScope, Path), ("path" = String, Path, description = "Target path (may contain `/`)")),
+    params(("scope" = WritableScope, Path), ("path" = String, Path, description = "Target path (may contain `/`; no control characters or backslashes)", pattern = r"^[^\u0000-\u001F\u007F-\u009F\\]{1,60}$")),
     responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) fn delete_file() {}
 
 /// The files and directories of a directory, by filename.
 #[utoipa::path(get, path = "/v1/files/{scope}/{path}/", tag = "FileEntry",
-    params(("scope" = Scope, Path), ("path" = String, Path, description = "Directory path (may contain `/`)"), ListQuery),
+    params(("scope" = Scope, Path), ("path" = String, Path, description = "Directory path (may contain `/`; no control characters or backslashes)", pattern = r"^[^\u0000-\u001F\u007F-\u009F\\]{1,60}$"), ListQuery),
     responses(
         (status = 200, body = [FileEntry],
             headers(("x-soracom-next-key" = String, description = "Present when more pages follow: pass as last_evaluated_key"))),
@@ -101,10 +101,17 @@ pub(crate) fn list_files() {}
 
 /// Delete an empty directory (`400` when it is not empty).
 #[utoipa::path(delete, path = "/v1/files/{scope}/{path}/", tag = "FileEntry",
-    params(("scope" = WritableScope, Path), ("path" = String, Path, description = "Directory path (may contain `/`)")),
+    params(("scope" = WritableScope, Path), ("path" = String, Path, description = "Directory path (may contain `/`; no control characters or backslashes)", pattern = r"^[^\u0000-\u001F\u007F-\u009F\\]{1,60}$")),
     responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) fn delete_directory() {}
+
+/// A directory path cannot be written (a simgate extension, described
+/// because the path takes PUT for files): always `409` `put_to_directory`.
+#[utoipa::path(put, path = "/v1/files/{scope}/{path}/", tag = "FileEntry",
+    params(("scope" = WritableScope, Path), ("path" = String, Path, description = "Directory path", pattern = r"^[^\u0000-\u001F\u007F-\u009F\\]{1,60}$")),
+    responses((status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) fn put_directory() {}
 
 /// The files and directories of the scope's root (a simgate extension:
 /// SORACOM lists the root as `/files/{scope}/{path}/` with `path` `/`).

@@ -262,6 +262,7 @@ fn unauthorized(code: &'static str, message: &str, challenge: &'static str) -> R
         harvest_files_doc::delete_file,
         harvest_files_doc::list_files,
         harvest_files_doc::delete_directory,
+        harvest_files_doc::put_directory,
         harvest_files_doc::list_root,
         credentials::list_credentials,
         credentials::get_credential,

@@ -42,7 +42,7 @@ const PUT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The routes, ready to be wrapped in the bearer-token layer and merged.
 pub fn router(files: Arc<HarvestFiles>) -> Router {
     Router::new()
-        .route("/v1/files/{scope}/", get(serve).delete(serve))
+        .route("/v1/files/{scope}/", get(serve))
         .route(
             "/v1/files/{scope}/{*path}",
             get(serve).put(serve).delete(serve),
@@ -146,7 +146,7 @@ async fn route(
             Ok(r)
         }
         Method::PUT if requested.dir => Err(refused(
-            400,
+            409,
             "put_to_directory",
             "a file cannot be written to a directory path (ending in /)",
         )),

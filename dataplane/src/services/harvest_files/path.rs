@@ -320,7 +320,9 @@ pub enum DeviceError {
 impl DeviceError {
     pub const fn status(&self) -> u16 {
         match self {
-            Self::Path(_) | Self::NoFileName | Self::PutToDirectory | Self::DeleteRoot => 400,
+            Self::Path(_) | Self::NoFileName | Self::DeleteRoot => 400,
+            // The path names a directory, which cannot hold content.
+            Self::PutToDirectory => 409,
             // SORACOM: a defaultPath without a leading `/` → 404.
             Self::BadSetting { .. } => 404,
             Self::Method => 405,
