@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::claims::{self, Op, ParamError, RouteError, Settings, Sim};
-use crate::services::metadata::handler::BodyLimits;
+use crate::services::metadata::handler::{closing, error, BodyLimits};
 use crate::services::metadata::route::Refusal;
 use crate::services::Services;
 use crate::upstream::{full_body, Body};
@@ -209,22 +209,5 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-fn error(refusal: &Refusal) -> Response<Body> {
-    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut r = respond(status, JSON, Bytes::from(refusal.body()));
-    if let Some(allow) = refusal.allow {
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-    }
-    r
-}
-
-/// Asks hyper to close the connection once this response is written.
-fn closing(mut r: Response<Body>) -> Response<Body> {
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }

@@ -133,16 +133,7 @@ async fn route(
             let (meta, content) = files.get(scope, path).await.map_err(|e| failed(&e))?;
             let mut r = Response::new(Body::from_stream(content));
             let h = r.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&meta.content_type) {
-                h.insert(header::CONTENT_TYPE, v);
-            }
-            h.insert(
-                header::CONTENT_LENGTH,
-                HeaderValue::from(meta.content_length),
-            );
-            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
-                h.insert(header::ETAG, v);
-            }
+            super::file_headers(&meta, h);
             Ok(r)
         }
         Method::PUT if requested.dir => Err(refused(

@@ -132,16 +132,7 @@ async fn serve_identified(
                 };
                 let mut r = Response::new(body);
                 let h = r.headers_mut();
-                if let Ok(v) = HeaderValue::from_str(&meta.content_type) {
-                    h.insert(header::CONTENT_TYPE, v);
-                }
-                h.insert(
-                    header::CONTENT_LENGTH,
-                    HeaderValue::from(meta.content_length),
-                );
-                if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
-                    h.insert(header::ETAG, v);
-                }
+                super::file_headers(&meta, h);
                 Ok(r)
             }
             Err(e) => Err(e),

@@ -132,6 +132,22 @@ impl FilesMetrics {
 
 /// The method as a metrics label (a fixed set, so a client cannot grow the
 /// label space).
+/// The headers a file is served with, on both sides: its `Content-Type`,
+/// `Content-Length` and `ETag` (quoted).
+pub fn file_headers(meta: &Meta, h: &mut http::HeaderMap) {
+    use http::{header, HeaderValue};
+    if let Ok(v) = HeaderValue::from_str(&meta.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(meta.content_length),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
+        h.insert(header::ETAG, v);
+    }
+}
+
 pub fn method_label(m: &http::Method) -> &'static str {
     match m.as_str() {
         "GET" => "GET",

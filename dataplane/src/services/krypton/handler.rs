@@ -16,7 +16,7 @@ use serde_json::json;
 use simgate_control::Identity;
 
 use super::request::{self, BootstrapRequest, Op, RouteError, Settings};
-use crate::services::metadata::handler::{read_body, BodyLimits};
+use crate::services::metadata::handler::{closing, read_body, BodyLimits};
 use crate::services::metadata::route::Refusal;
 use crate::services::Services;
 use crate::upstream::{full_body, Body};
@@ -227,12 +227,5 @@ fn error(refusal: &Refusal) -> Response<Body> {
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allow));
     }
-    r
-}
-
-/// Asks hyper to close the connection once this response is written.
-fn closing(mut r: Response<Body>) -> Response<Body> {
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }

@@ -221,7 +221,9 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
     r
 }
 
-fn error(refusal: &Refusal) -> Response<Body> {
+/// A refusal as the device services answer it: `{"code","message"}` JSON,
+/// with `Allow` when it names the methods.
+pub(crate) fn error(refusal: &Refusal) -> Response<Body> {
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = respond(status, JSON, Bytes::from(refusal.body()));
     if let Some(allow) = refusal.allow {
@@ -232,7 +234,7 @@ fn error(refusal: &Refusal) -> Response<Body> {
 }
 
 /// Asks hyper to close the connection once this response is written.
-fn closing(mut r: Response<Body>) -> Response<Body> {
+pub(crate) fn closing(mut r: Response<Body>) -> Response<Body> {
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
