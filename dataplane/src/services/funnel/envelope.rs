@@ -160,8 +160,9 @@ fn write_payload(payload: &[u8], embed: bool, out: &mut Vec<u8>) {
 /// Strict validation: the bytes must be UTF-8 and every string and number
 /// must decode. serde_json's `IgnoredAny` skips string contents, so it let
 /// through invalid UTF-8 and lone surrogates (found by the fuzzer), which
-/// would make the whole envelope unparsable downstream.
-fn is_json(payload: &[u8]) -> bool {
+/// would make the whole envelope unparsable downstream. Funk checks its
+/// JSON events with it too.
+pub(crate) fn is_json(payload: &[u8]) -> bool {
     std::str::from_utf8(payload).is_ok() && serde_json::from_slice::<Validated>(payload).is_ok()
 }
 
