@@ -95,7 +95,7 @@ async fn serve(config: Config, source: String, file: Option<PathBuf>) -> anyhow:
     for (what, addr) in [
         ("HTTP entry (services by Host; any other: Unified)", b.http),
         (
-            "UDP/TCP entry (Unified: Beam, Funnel, Harvest)",
+            "UDP/TCP entry (Unified: Beam, Funnel, Funk, Harvest)",
             b.unified_udp,
         ),
         ("Harvest UDP/TCP", b.harvest_udp),
