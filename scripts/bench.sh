@@ -6,6 +6,26 @@
 #   scripts/bench.sh funnel-durable
 #   scripts/bench.sh sessions
 #   scripts/bench.sh beam-http
+#   scripts/bench.sh funnel-sinks
+#   scripts/bench.sh beam-tcp          (scripts/bench/beam_tcp.sh: Beam TCP→TLS vs HAProxy)
+#   scripts/bench.sh harvest-ingest    (scripts/bench/harvest_ingest.sh: Harvest vs raw store append)
+#   scripts/bench.sh io-uring          (scripts/bench/io_uring.sh: raw drain, io_uring vs recvmmsg)
+#   scripts/bench.sh [all [scenario...]]        every scenario (or those), then a summary
+#   scripts/bench.sh --compare OLD.json [scenario...]    run, then compare with OLD
+#   scripts/bench.sh --compare OLD.json --against NEW.json   compare only
+#
+# Each scenario prints its table and one line `NAME ratio=<x>` per result
+# (simgate / best peer, higher is better; n/a without a peer) and writes
+# target/bench/NAME.json (scripts/bench/lib.sh: bench_result). `all` runs
+# each scenario in its own process with shorter defaults (BENCH_SECONDS=5,
+# BENCH_RUNS=3, funnel-sinks BENCH_RUNS=2, funnel-durable
+# BENCH_OUTAGE_SECONDS=30 BENCH_SPOOL_FILL=256M; what the caller sets wins;
+# ~15-20 min on 2 cores), logs each to target/bench/SCENARIO.log, then writes
+# target/bench/summary.json (the run's results merged) and summary.svg (a bar
+# chart of the ratios, scripts/bench/chart.py) and prints a summary table;
+# exits 1 if a scenario broke. --compare flags REGRESSION where a ratio fell
+# below 0.95 x OLD's, and exits 1 if one did (OLD: a summary.json or one
+# NAME.json). BENCH_OUT moves target/bench (relative to the repository).
 #
 # funnel-udp: `loadgen send` writes 100-byte JSON records from 1,000 SIM
 # source addresses (127.0.1.1 … 127.0.4.232) with sendmmsg, first into a plain
@@ -105,13 +125,21 @@
 # (default durability: spool) and `loadgen send` offers UDP records from
 # BENCH_SOURCES SIMs at 1.5 x the direct rate, and the window's growth of
 # simgate_funnel_records_out_total{result="delivered"} is simgate's rate.
-# Prints a table and one `funnel-sinks SINK ratio=` line per sink.
+# Prints a table and one `funnel-SINK ratio=` line per sink (funnel-kinesis ...).
 #   BENCH_SINKS    which sinks [kinesis firehose aws-iot eventhubs pubsub https]
 #   BENCH_SECONDS, BENCH_WARMUP, BENCH_RUNS, BENCH_SIZE as funnel-udp;
 #   BENCH_SOURCES  [100]
 #   BENCH_DURABILITY  simgate's [funnel] durability, memory or spool [spool]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# bench_result: the `NAME ratio=` line and target/bench/NAME.json.
+source scripts/bench/lib.sh
+# Scenarios in files of their own (each defines <name>_bench; its header
+# documents it): beam-tcp, harvest-ingest, io-uring.
+for f in scripts/bench/beam_tcp.sh scripts/bench/harvest_ingest.sh scripts/bench/io_uring.sh; do
+  # shellcheck source=/dev/null
+  if [ -r "$f" ]; then source "$f"; fi
+done
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
@@ -136,7 +164,30 @@ sessions_bench() {
   echo "== sessions: $sessions sessions, $readers reader thread(s), ${secs}s per pass," \
     "RADIUS updates at $rate/s ($(nproc) cores)"
   "$work/session_scale" --sessions "$sessions" --seconds "$secs" --rate "$rate" \
-    --readers "$readers" "$@"
+    --readers "$readers" "$@" | tee "$work/out"
+  # The summary table (pass / timing, then 7 figures) and the memory verdict.
+  local rows=() line
+  while IFS= read -r line; do
+    rows+=("$line")
+  done < <(awk '
+    /^== summary/ { on = 1; next }
+    /^\(single timings/ { on = 0 }
+    on && NF >= 8 && $(NF - 6) ~ /^[0-9]+$/ {
+      name = $1; for (i = 2; i <= NF - 7; i++) name = name " " $i
+      printf "side=%s\tp50_ns=%s\tp90_ns=%s\tp99_ns=%s\tp999_ns=%s\tmax_ns=%s\tupdates_per_s=%s\tpreempted=%s\n",
+        name, $(NF - 6), $(NF - 5), $(NF - 4), $(NF - 3), $(NF - 2), $(NF - 1), $NF
+    }' "$work/out" | while IFS=$'\t' read -r -a kv; do bench_row "${kv[@]}"; done)
+  line=$(sed -n 's/.*memory: table of \([0-9,]*\) sessions RSS +\([0-9.]*\) MiB (\([0-9.]*\) B\/session).*/\1 \2 \3/p' "$work/out")
+  if [ -n "$line" ]; then
+    read -r -a line <<<"$line"
+    rows+=("$(bench_row side=table sessions="${line[0]//,/}" rss_mib="${line[1]}" bytes_per_session="${line[2]}")")
+  fi
+  echo
+  # No peer: session_scale measures simgate's SessionTable alone (its
+  # figures are checked against absolute targets, PASS/FAIL above).
+  bench_result sessions n/a "$(bench_rows "${rows[@]+"${rows[@]}"}")" ns/lookup \
+    "none: absolute targets (table <= 256 MiB, lookup p99 < 1 us)" \
+    "session_scale has no baseline pass (e.g. a std HashMap of the same sessions) to divide by"
 }
 
 # ---------------------------------------------------------------- funnel-*
@@ -185,11 +236,14 @@ human() {
 
 # Builds, makes the work directory and its clean-up, raises the fd limit.
 funnel_setup() {
-  echo "== building release binaries"
-  cargo build --release -p simgate -p simgate-benches
+  if [ -z "${BENCH_SIMGATE:-}" ] || [ -z "${BENCH_LOADGEN:-}" ]; then
+    echo "== building release binaries"
+    cargo build --release -p simgate -p simgate-benches
+  fi
   WORK=$(mktemp -d -t simgate-bench.XXXXXX)
   # Other builds may replace target/release while we run: use copies.
-  cp target/release/simgate target/release/loadgen "$WORK/"
+  cp "${BENCH_SIMGATE:-target/release/simgate}" "$WORK/simgate"
+  cp "${BENCH_LOADGEN:-target/release/loadgen}" "$WORK/loadgen"
   LOADGEN=$WORK/loadgen
   SIMGATE=$WORK/simgate
   PIDS=()
@@ -417,6 +471,27 @@ pass() { # label [extra send args...]
   done
 }
 
+# One side of a pass as a JSON object for bench_result (medians, per second).
+side_json() { # label side
+  local f=$WORK/result.$1.$2
+  case $2 in
+    raw*) bench_row offered="$1" side="$2" sent="$(med "$f" sent_rate)" received="$(med "$f" received_rate)" ;;
+    *)
+      bench_row offered="$1" side="$2" sent="$(med "$f" sent_rate)" received="$(med "$f" ingress_rate)" \
+        accepted="$(med "$f" accepted_rate)" delivered="$(med "$f" delivered_rate)" \
+        replies="$(med "$f" replies_rate)" dropped="$(med "$f" dropped_rate)" \
+        batch="$(mean_batch "$f")" cpu_us="$(cpu_per_record "$f")"
+      ;;
+  esac
+}
+
+# Ratio of the medians of key $2 in file $1 and key $4 in file $3; nan when
+# the divisor is 0 or missing.
+med_ratio() { # file key file key
+  awk -v a="$(med "$1" "$2")" -v b="$(med "$3" "$4")" \
+    'BEGIN { if (b + 0 > 0 && a != "nan") printf "%.4f", a / b; else print "nan" }'
+}
+
 table_header() { # [extra column]
   printf "%-9s %-16s %11s %11s %11s %11s %11s %11s %7s %7s %6s" \
     offered side sent received accepted delivered replies dropped batch cpu_us ratio
@@ -458,6 +533,15 @@ funnel_udp_bench() {
   echo "accepted  records queued by Funnel; batch: mean records per null-sink batch (max 500)"
   echo "cpu_us    simgate's CPU time (user + system, all threads) per record accepted, microseconds"
   echo "ratio     received (simgate: accepted) / raw received; target for simgate >= 0.9"
+  local rows=() label side
+  for label in max ${rate:+"$rate"}; do
+    for side in "${SIDES[@]}"; do
+      rows+=("$(side_json "$label" "$side")")
+    done
+  done
+  echo
+  bench_result funnel-udp "$(med_ratio "$WORK/result.max.simgate" accepted_rate "$WORK/result.max.raw" received_rate)" \
+    "$(bench_rows "${rows[@]}")" records/s "simgate accepted / raw recvmmsg received"
 }
 
 # ------------------------------------------------------------ funnel-durable
@@ -717,6 +801,23 @@ funnel_durable_bench() {
   echo "spool_end   simgate_spool_bytes (set when the worker wakes); disk_end: du of the spool directory"
   echo "records     accepted before the kill (all in the spool: nothing was delivered); MiB: du of the spool"
   echo "recovered   simgate_spool_records once restarted; udp_reply_ms: first record answered"
+  local rows=() side f
+  for side in "${SIDES[@]}"; do
+    rows+=("$(side_json max "$side")")
+  done
+  for side in memory spool; do
+    f=$WORK/result.latency.$side
+    rows+=("$(bench_row offered="$FIXED_RATE" side="$side" pass=ack_latency sent="$(med "$f" sent_rate)" \
+      replies="$(med "$f" replies_rate)" ack_p50_ms="$(med "$f" ack_p50_ms)" \
+      ack_p99_ms="$(med "$f" ack_p99_ms)" ack_max_ms="$(med "$f" ack_max_ms)")")
+  done
+  if ((${#RESTART_MS[@]} > 0)); then
+    rows+=("$(bench_row side=spool pass=restart slowest_ms="$(printf '%s\n' "${RESTART_MS[@]}" |
+      awk '$1 != "" && $1 != "none" { if ($1 > w) w = $1 } END { print w + 0 }')")")
+  fi
+  echo
+  bench_result funnel-durable "$(med_ratio "$WORK/result.max.spool" accepted_rate "$WORK/result.max.memory" accepted_rate)" \
+    "$(bench_rows "${rows[@]}")" records/s "accepted, durability spool / memory (target 0.8)"
 }
 
 # ---------------------------------------------------------------- beam-http
@@ -1043,6 +1144,20 @@ beam_http_bench() {
   echo "up_conns    connections the upstream accepted while the proxy ran (stub_status accepts)"
   echo "errors      non-2xx answers, I/O errors, timeouts and failed connects in the window"
   echo "load average now $(cut -d' ' -f1-3 /proc/loadavg); the scenario took $(($(date +%s) - t0)) s"
+  local rows=() best
+  for side in "${sides[@]}"; do
+    f=$WORK/result.beam.$side
+    rows+=("$(bench_row side="$side" req_per_s="$(jmed "$f" req_per_s)" p50_us="$(jmed "$f" p50_us)" \
+      p99_us="$(jmed "$f" p99_us)" p999_us="$(jmed "$f" p999_us)" max_us="$(jmed "$f" max_us)" \
+      cpu_us_per_req="$(jmed "$f" cpu_proxy_us_per_req)" upstream_conns="$(jmed "$f" upstream_conns)" \
+      errors="$(jmed "$f" errors)")")
+  done
+  best=$(for side in nginx haproxy; do echo "$(jmed "$WORK/result.beam.$side" req_per_s) $side"; done |
+    sort -g -k1,1 | tail -n1)
+  echo
+  bench_result beam-http "$(awk -v s="$(jmed "$WORK/result.beam.simgate" req_per_s)" -v b="${best%% *}" \
+    'BEGIN { if (b + 0 > 0 && s != "nan") printf "%.4f", s / b; else print "nan" }')" \
+    "$(bench_rows "${rows[@]}")" req/s "simgate req/s / best of nginx, HAProxy (here ${best#* })"
 }
 
 
@@ -1176,11 +1291,15 @@ funnel_sinks_bench() {
       "$(awk -v g="$g" -v d="$d" 'BEGIN { if (d > 0) printf "%.3f", g / d; else print "nan" }')" "$c"
   done
   echo
+  # One result per sink, funnel-kinesis ...: each has its own peer.
   for sink in $sinks; do
     out=$WORK/result.sinks.$sink
-    awk -v s="$sink" -v d="$(values "$out.direct" rate | median)" \
-      -v g="$(values "$out.simgate" delivered_rate | median)" \
-      'BEGIN { printf "funnel-sinks %s ratio=%s\n", s, (d > 0 ? sprintf("%.3f", g / d) : "nan") }'
+    bench_result "funnel-$sink" "$(med_ratio "$out.simgate" delivered_rate "$out.direct" rate)" \
+      "[$(bench_row side=direct sink="$sink" rate="$(med "$out.direct" rate)"),$(bench_row side=simgate \
+        sink="$sink" rate="$(med "$out.simgate" delivered_rate)" \
+        accepted="$(med "$out.simgate" accepted_rate)" failed="$(med "$out.simgate" failed_rate)" \
+        cpu_s="$(med "$out.simgate" cpu_s)")]" \
+      records/s "$sink: delivered via simgate / the sink in a direct loop"
   done
   echo "direct   simgate's sink for the same destination driven in a loop (max_in_flight full batches)"
   echo "simgate  UDP records from $SOURCES SIMs at 1.5 x the direct rate through simgate (durability ${BENCH_DURABILITY:-spool})"
@@ -1196,12 +1315,26 @@ case "${1:-}" in
     sessions_bench "$@"
     ;;
   beam-http) beam_http_bench ;;
+  "" | all)
+    shift || true
+    bench_all "$@"
+    ;;
+  --compare)
+    shift
+    bench_compare "$@"
+    ;;
   -h | --help)
     usage
     exit 0
     ;;
   *)
-    usage
-    exit 2
+    # A scenario of a sourced scripts/bench/*.sh: its function is <name>_bench.
+    if fn=$(bench_fn "$1"); then
+      shift
+      "$fn" "$@"
+    else
+      usage
+      exit 2
+    fi
     ;;
 esac

@@ -52,6 +52,9 @@ pub(crate) struct ConfigArgs {
     /// `[upstream] ca_file`: a CA that signed a local HTTPS emulator.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// Also enable Harvest Data for the group (the harvest-ingest bench).
+    #[arg(long)]
+    harvest: bool,
 }
 
 /// `[funnel] durability` values.
@@ -103,8 +106,8 @@ pub(crate) fn run(a: &ConfigArgs) -> anyhow::Result<()> {
     let text = render(a, &endpoint, ports)?;
     std::fs::write(&a.out, text).with_context(|| format!("cannot write {}", a.out.display()))?;
     println!(
-        "unified={} api={} http={} endpoint={endpoint}",
-        ports[1], ports[3], ports[0]
+        "unified={} api={} http={} harvest={} endpoint={endpoint}",
+        ports[1], ports[3], ports[0], ports[2]
     );
     Ok(())
 }
@@ -195,6 +198,9 @@ fn render(a: &ConfigArgs, endpoint: &str, ports: [SocketAddr; 4]) -> anyhow::Res
             toml_string(endpoint)
         )?;
     }
+    if a.harvest {
+        writeln!(t, "\n[groups.harvest]\nenabled = true")?;
+    }
     for i in 0..a.sources {
         writeln!(
             t,
@@ -277,6 +283,7 @@ mod tests {
             destination: None,
             credentials_toml: None,
             ca_file: None,
+            harvest: false,
         };
         let ports = free_ports()?;
         let text = render(&a, DISCARD, ports)?;
@@ -315,6 +322,7 @@ mod tests {
             destination: None,
             credentials_toml: None,
             ca_file: None,
+            harvest: true,
         };
         let text = render(&a, "http://127.0.0.1:1", free_ports()?)?;
         let config = simgate_control::Config::parse(&text)?;
@@ -324,6 +332,7 @@ mod tests {
         );
         assert_eq!(config.funnel.spool_max_bytes, 256 << 20);
         assert!(!config.radius.enabled);
+        assert!(config.groups[0].harvest.enabled);
         assert!(
             text.contains(r#"endpoint = "http://127.0.0.1:1" }"#),
             "{text}"

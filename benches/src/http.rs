@@ -26,8 +26,8 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Longest window or warm-up accepted: runs stay bounded.
-const MAX_SECONDS: f64 = 3600.0;
+use crate::report::{self, CpuWatch, JsonLine};
+
 /// A request with no complete response after this long is an error (and
 /// its connection is dropped).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,22 +69,11 @@ pub(crate) struct HttpArgs {
     /// NAME=PID: report the CPU time (user + system) of PID and its direct
     /// children over the window, as `cpu_NAME_s` and `cpu_NAME_us_per_req`
     /// (`cpu_loadgen_…`, this process's own, is always reported).
-    #[arg(long = "cpu", value_parser = parse_cpu)]
+    #[arg(long = "cpu", value_parser = report::parse_cpu)]
     cpu: Vec<(String, u32)>,
     /// A `label` field in the JSON line (the side measured).
     #[arg(long, default_value = "")]
     label: String,
-}
-
-fn parse_cpu(s: &str) -> Result<(String, u32), String> {
-    let (name, pid) = s.split_once('=').ok_or("expected NAME=PID")?;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!("bad name {name:?}"));
-    }
-    Ok((
-        name.to_owned(),
-        pid.parse().map_err(|e| format!("bad pid {pid:?}: {e}"))?,
-    ))
 }
 
 /// Flags the connections read.
@@ -108,8 +97,7 @@ struct Tally {
 impl Tally {
     fn new() -> anyhow::Result<Self> {
         Ok(Self {
-            // 1 µs … 60 s, 3 significant digits.
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            latency_us: report::latency_histogram()?,
             ok: 0,
             non_2xx: 0,
             io_errors: 0,
@@ -141,11 +129,7 @@ pub(crate) fn run(a: &HttpArgs) -> anyhow::Result<()> {
         (1..=10_000).contains(&a.connections),
         "--connections must be 1..=10000"
     );
-    ensure!((1..=64).contains(&a.threads), "--threads must be 1..=64");
-    ensure!(
-        (0.0..=MAX_SECONDS).contains(&a.warmup) && a.duration > 0.0 && a.duration <= MAX_SECONDS,
-        "--warmup and --duration must be within 0..{MAX_SECONDS} s"
-    );
+    report::check_window(a.warmup, a.duration)?;
     ensure!(
         a.path.starts_with('/') && !a.path.contains(char::is_whitespace),
         "--path must start with / and hold no spaces"
@@ -154,17 +138,7 @@ pub(crate) fn run(a: &HttpArgs) -> anyhow::Result<()> {
         .map(|i| crate::source_addr(a.source_base, i))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let request: Arc<[u8]> = build_request(&a.host, &a.path, a.body_size).into();
-    let runtime = if a.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(a.threads)
-            .enable_all()
-            .build()?
-    };
-    runtime.block_on(drive(a, sources, request))
+    report::runtime(a.threads)?.block_on(drive(a, sources, request))
 }
 
 /// `GET`, or a `POST` of a JSON object padded to `body_size` bytes.
@@ -200,15 +174,13 @@ async fn drive(a: &HttpArgs, sources: Vec<Ipv4Addr>, request: Arc<[u8]>) -> anyh
         .collect();
 
     tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
-    let mut watched = a.cpu.clone();
-    watched.push(("loadgen".to_owned(), std::process::id()));
-    let cpu_before = cpu_snapshot(&watched)?;
+    let cpu = CpuWatch::start(&a.cpu)?;
     let t0 = Instant::now();
     shared.measuring.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
     shared.measuring.store(false, Ordering::SeqCst);
     let window = t0.elapsed();
-    let cpu_after = cpu_snapshot(&watched)?;
+    let cpu_after = cpu.now()?;
     shared.stop.store(true, Ordering::SeqCst);
 
     let mut total = Tally::new()?;
@@ -221,83 +193,32 @@ async fn drive(a: &HttpArgs, sources: Vec<Ipv4Addr>, request: Arc<[u8]>) -> anyh
             Err(_) => bail!("a connection did not stop"),
         }
     }
-    println!(
-        "{}",
-        report(a, &total, window, &watched, &cpu_before, &cpu_after)
-    );
+    println!("{}", result_line(a, &total, window, &cpu, &cpu_after));
     Ok(())
 }
 
 /// One JSON object, flat, on one line.
-fn report(
-    a: &HttpArgs,
-    t: &Tally,
-    window: Duration,
-    watched: &[(String, u32)],
-    cpu_before: &[f64],
-    cpu_after: &[f64],
-) -> String {
+fn result_line(a: &HttpArgs, t: &Tally, window: Duration, cpu: &CpuWatch, after: &[f64]) -> String {
     let secs = window.as_secs_f64().max(1e-9);
-    let h = &t.latency_us;
-    let q = |q: f64| {
-        if h.is_empty() {
-            0
-        } else {
-            h.value_at_quantile(q)
-        }
-    };
-    let mut out = String::from("{");
-    let mut field = |k: &str, v: String| {
-        if out.len() > 1 {
-            out.push(',');
-        }
-        let _ = write!(out, "\"{k}\":{v}");
-    };
-    field("label", json_string(&a.label));
-    field("target", json_string(&a.target.to_string()));
-    field("connections", a.connections.to_string());
-    field("window_s", format!("{secs:.3}"));
-    field("requests", t.ok.to_string());
-    field("errors", t.errors().to_string());
-    field("non_2xx", t.non_2xx.to_string());
-    field("io_errors", t.io_errors.to_string());
-    field("timeouts", t.timeouts.to_string());
-    field("connect_errors", t.connect_errors.to_string());
-    field("connects", t.connects.to_string());
-    field("req_per_s", format!("{:.0}", t.ok as f64 / secs));
-    field("p50_us", q(0.5).to_string());
-    field("p90_us", q(0.9).to_string());
-    field("p99_us", q(0.99).to_string());
-    field("p999_us", q(0.999).to_string());
-    field("max_us", h.max().to_string());
-    field("mean_us", format!("{:.1}", h.mean()));
-    for (i, (name, _)) in watched.iter().enumerate() {
-        let s = cpu_after[i] - cpu_before[i];
-        field(&format!("cpu_{name}_s"), format!("{s:.3}"));
-        let per = if t.ok > 0 { s * 1e6 / t.ok as f64 } else { 0.0 };
-        field(&format!("cpu_{name}_us_per_req"), format!("{per:.2}"));
-    }
-    out.push('}');
-    out
+    let mut j = JsonLine::default();
+    j.string("label", &a.label)
+        .string("target", &a.target.to_string())
+        .raw("connections", a.connections)
+        .raw("window_s", format!("{secs:.3}"))
+        .raw("requests", t.ok)
+        .raw("errors", t.errors())
+        .raw("non_2xx", t.non_2xx)
+        .raw("io_errors", t.io_errors)
+        .raw("timeouts", t.timeouts)
+        .raw("connect_errors", t.connect_errors)
+        .raw("connects", t.connects)
+        .raw("req_per_s", format!("{:.0}", t.ok as f64 / secs))
+        .latencies(&t.latency_us)
+        .cpu(cpu, after, t.ok);
+    j.finish()
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-async fn open(src: Ipv4Addr, target: SocketAddrV4) -> std::io::Result<TcpStream> {
+pub(crate) async fn open(src: Ipv4Addr, target: SocketAddrV4) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((src, 0)))?;
     let stream = socket.connect(SocketAddr::V4(target)).await?;
@@ -340,14 +261,13 @@ async fn connection(
         };
         let t0 = Instant::now();
         let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange(s, &request, &mut buf)).await;
-        let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
         let measuring = shared.measuring.load(Ordering::Relaxed);
         match result {
             Ok(Ok(r)) => {
                 if measuring {
                     if (200..300).contains(&r.status) {
                         tally.ok += 1;
-                        tally.latency_us.saturating_record(us.max(1));
+                        report::record_since(&mut tally.latency_us, t0);
                     } else {
                         tally.non_2xx += 1;
                     }
@@ -514,60 +434,6 @@ fn chunked_end(buf: &[u8], mut at: usize) -> anyhow::Result<Option<usize>> {
     }
 }
 
-/// User + system CPU seconds of each process and its direct children.
-fn cpu_snapshot(pids: &[(String, u32)]) -> anyhow::Result<Vec<f64>> {
-    if pids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
-        .filter(|&t| t > 0)
-        .context("sysconf(CLK_TCK) gave no value")?;
-    // Every process's parent and ticks, read once.
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // A process may end while the directory is walked.
-        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) {
-            if let Some((ppid, ticks)) = parse_stat(&stat) {
-                all.push((pid, ppid, ticks));
-            }
-        }
-    }
-    pids.iter()
-        .map(|(name, pid)| {
-            ensure!(
-                all.iter().any(|&(p, _, _)| p == *pid),
-                "--cpu {name}={pid}: no such process"
-            );
-            let ticks: u64 = all
-                .iter()
-                .filter(|&&(p, pp, _)| p == *pid || pp == *pid)
-                .map(|&(_, _, t)| t)
-                .sum();
-            Ok(ticks as f64 / per_second as f64)
-        })
-        .collect()
-}
-
-/// Parent pid and utime + stime (clock ticks) from a /proc/PID/stat line.
-fn parse_stat(stat: &str) -> Option<(u32, u64)> {
-    // The command name (field 2) is in parentheses and may hold spaces:
-    // count fields from after its closing one (field 3 is the state).
-    let (_, rest) = stat.rsplit_once(')')?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ppid = f.get(1)?.parse().ok()?;
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
-}
-
 // ---------------------------------------------------------------- config
 
 #[derive(Debug, clap::Args)]
@@ -590,7 +456,7 @@ pub(crate) struct BeamConfigArgs {
     listen: Vec<(String, SocketAddr)>,
 }
 
-fn parse_listen(s: &str) -> Result<(String, SocketAddr), String> {
+pub(crate) fn parse_listen(s: &str) -> Result<(String, SocketAddr), String> {
     let (key, addr) = s.split_once('=').ok_or("expected KEY=ADDR")?;
     if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
         return Err(format!("bad key {key:?}"));
@@ -639,7 +505,7 @@ pub(crate) fn run_config(a: &BeamConfigArgs) -> anyhow::Result<()> {
 }
 
 /// IMSI of SIM `i`: test network 001-01, as `loadgen simgate-config`.
-fn imsi(i: usize) -> String {
+pub(crate) fn imsi(i: usize) -> String {
     format!("0010100000{:05}", i + 1)
 }
 
@@ -653,7 +519,7 @@ fn maps(a: &BeamConfigArgs) -> anyhow::Result<(String, String)> {
     Ok((nginx, haproxy))
 }
 
-fn toml_path(p: &Path) -> anyhow::Result<String> {
+pub(crate) fn toml_path(p: &Path) -> anyhow::Result<String> {
     let s = p.to_str().context("paths must be UTF-8")?;
     ensure!(
         !s.contains(['"', '\\']) && !s.chars().any(char::is_control),
@@ -830,18 +696,6 @@ mod tests {
     }
 
     #[test]
-    fn proc_stat_lines() {
-        let line = "1234 (nginx: worker (x)) S 1200 1234 1234 0 -1 4194560 100 0 0 0 \
-                    250 75 0 0 20 0 1 0 100 1000 100";
-        assert_eq!(parse_stat(line), Some((1200, 325)));
-        let me = std::fs::read_to_string("/proc/self/stat").unwrap();
-        assert!(parse_stat(&me).is_some());
-        let cpu = cpu_snapshot(&[("me".to_owned(), std::process::id())]).unwrap();
-        assert!(cpu[0] >= 0.0);
-        assert!(cpu_snapshot(&[("none".to_owned(), u32::MAX)]).is_err());
-    }
-
-    #[test]
     fn simgate_accepts_the_config() -> anyhow::Result<()> {
         let a = BeamConfigArgs {
             dir: PathBuf::from("/tmp/beam bench"),
@@ -892,7 +746,5 @@ mod tests {
         );
         assert!(parse_listen("x\"=127.0.0.1:0").is_err());
         assert!(parse_listen("beam_mqtt=nowhere").is_err());
-        assert_eq!(parse_cpu("proxy=42"), Ok(("proxy".to_owned(), 42)));
-        assert!(parse_cpu("proxy=x").is_err());
     }
 }

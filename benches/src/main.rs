@@ -17,14 +17,26 @@
 //!   keep-alive load from many source addresses, and simgate's config for it.
 //! * `sink-setup`, `sink-direct`, `sink-peer` — the Funnel sinks benchmark
 //!   (see `sinks`).
+//! * `tcp`, `mqtt` — one request outstanding per connection (a line, or an
+//!   MQTT QoS 1 PUBLISH), closed loop or open loop at a fixed rate (see
+//!   `tcp`); `tls-echo` and `beam-tcp-config` — the beam-tcp benchmark;
+//!   `harvest-raw` — the harvest-ingest benchmark's baseline.
 
+mod beam_tcp;
 mod config;
+mod harvest_raw;
 mod http;
+mod mqtt;
 mod ready;
+mod report;
 mod scrape;
 mod send;
 mod sink;
 mod sinks;
+mod tcp;
+mod tls_echo;
+#[cfg(feature = "io-uring")]
+mod uring;
 
 use std::net::Ipv4Addr;
 
@@ -72,6 +84,16 @@ enum Command {
     SinkDirect(sinks::DirectArgs),
     /// An HTTPS receiver answering as Event Hubs, Pub/Sub or a webhook does.
     SinkPeer(sinks::PeerArgs),
+    /// TCP load, one line outstanding per connection, closed or open loop.
+    Tcp(tcp::TcpArgs),
+    /// MQTT 3.1.1 load: PUBLISH QoS 1, wait for PUBACK; closed or open loop.
+    Mqtt(tcp::MqttArgs),
+    /// A TLS echo server (the beam-tcp upstream).
+    TlsEcho(tls_echo::TlsEchoArgs),
+    /// Write a simgate config (Beam TCP → TLS) for `tcp`.
+    BeamTcpConfig(beam_tcp::BeamTcpConfigArgs),
+    /// Append to simgate's Harvest store directly (harvest-ingest baseline).
+    HarvestRaw(harvest_raw::HarvestRawArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,6 +120,11 @@ fn main() -> anyhow::Result<()> {
         Command::SinkSetup(a) => sinks::setup(&a),
         Command::SinkDirect(a) => sinks::direct(&a),
         Command::SinkPeer(a) => sinks::peer(&a),
+        Command::Tcp(a) => tcp::run_tcp(&a),
+        Command::Mqtt(a) => tcp::run_mqtt(&a),
+        Command::TlsEcho(a) => tls_echo::run(&a),
+        Command::BeamTcpConfig(a) => beam_tcp::run(&a),
+        Command::HarvestRaw(a) => harvest_raw::run(&a),
     }
 }
 

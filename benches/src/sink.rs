@@ -8,6 +8,10 @@
 //! `200` through its own `sendto` (what simgate's UDP ingress does today);
 //! `--reply batch` answers a whole received batch with one `sendmmsg`. These
 //! tell how much of simgate's cost is the reply traffic itself.
+//!
+//! `--io-uring` (cargo feature `io-uring`) reads through io_uring instead
+//! (see `uring`), counted the same way, for the recvmmsg-vs-io_uring
+//! comparison of `scripts/bench.sh io-uring`.
 
 use std::io::{IoSlice, IoSliceMut, Read as _, Write as _};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener};
@@ -25,9 +29,9 @@ use nix::sys::socket::{
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Same slot size as simgate's UDP ingress (without GRO).
-const SLOT: usize = 65_535;
+pub(crate) const SLOT: usize = 65_535;
 /// What Funnel answers to an accepted UDP record.
-const REPLY: &[u8] = b"200";
+pub(crate) const REPLY: &[u8] = b"200";
 
 /// Whether and how the sink answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,14 +63,18 @@ pub(crate) struct SinkArgs {
     /// The sink exits after this long whatever happens.
     #[arg(long, default_value_t = 900)]
     max_seconds: u64,
+    #[cfg(feature = "io-uring")]
+    #[command(flatten)]
+    uring: crate::uring::UringArgs,
 }
 
 #[derive(Default)]
-struct Counts {
-    datagrams: AtomicU64,
-    bytes: AtomicU64,
-    calls: AtomicU64,
-    replies: AtomicU64,
+pub(crate) struct Counts {
+    pub(crate) datagrams: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    /// Receive syscalls: recvmmsg, or io_uring_enter with `--io-uring`.
+    pub(crate) calls: AtomicU64,
+    pub(crate) replies: AtomicU64,
 }
 
 pub(crate) fn run(a: &SinkArgs) -> anyhow::Result<()> {
@@ -103,6 +111,32 @@ pub(crate) fn run(a: &SinkArgs) -> anyhow::Result<()> {
     let metrics =
         TcpListener::bind(a.metrics_listen).context("cannot bind the metrics listener")?;
     let metrics_addr = metrics.local_addr()?;
+
+    #[cfg(feature = "io-uring")]
+    if a.uring.io_uring {
+        let design = crate::uring::choose(&a.uring).context("io_uring is not usable here")?;
+        let plan = crate::uring::Plan {
+            design,
+            buffers: a.uring.uring_buffers,
+            batch: a.batch,
+            reply: a.reply,
+        };
+        for s in sockets {
+            let c = Arc::clone(&counts);
+            thread::spawn(move || {
+                let stop = || Instant::now() >= deadline;
+                if let Err(e) = crate::uring::receive_loop(s.as_raw_fd(), &plan, &c, &stop) {
+                    eprintln!("loadgen sink: io_uring worker stopped: {e}");
+                }
+            });
+        }
+        let c = Arc::clone(&counts);
+        thread::spawn(move || serve_metrics(&metrics, &c));
+        println!("udp={bound} metrics=http://{metrics_addr}/metrics io_uring={design}");
+        std::io::stdout().flush()?;
+        thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        return Ok(());
+    }
 
     for s in sockets {
         let c = Arc::clone(&counts);

@@ -441,6 +441,18 @@ impl Metrics {
     }
 
     /// Counts a Funnel record that will not be delivered, with its reason.
+    /// Answers the kernel would not take (socket buffer full); the devices
+    /// retry as with any lost datagram.
+    pub fn replies_dropped(&self, protocol: &'static str, n: u64) {
+        self.ingress_rejected
+            .get_or_create(&RejectLabels {
+                protocol,
+                reason: "reply_dropped",
+            })
+            .inc_by(n);
+        tracing::debug!(protocol, n, "answers dropped: socket buffer full");
+    }
+
     pub fn funnel_drop(&self, reason: &'static str) {
         self.funnel_dropped
             .get_or_create(&ReasonLabels { reason })

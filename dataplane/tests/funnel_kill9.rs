@@ -55,6 +55,12 @@ fn imsi(sim: u32) -> String {
     format!("0010100000{:05}", 300 + sim)
 }
 
+/// The loopback address every incarnation listens on. Its own, not
+/// 127.0.0.1: between a kill and the restart the ports are free, and a test
+/// running alongside that asks the OS for a port on 127.0.0.1 could be
+/// given one of them ("Address already in use" on restart).
+const LISTEN_IP: [u8; 4] = [127, 0, 91, 1];
+
 /// The ports every incarnation listens on.
 #[derive(Debug, Clone, Copy)]
 struct Ports {
@@ -72,7 +78,7 @@ impl Ports {
     fn pick() -> Self {
         let mut held = Vec::new();
         let mut tcp_only = || {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let l = TcpListener::bind(SocketAddr::from((LISTEN_IP, 0))).unwrap();
             let port = l.local_addr().unwrap().port();
             held.push((l, None));
             port
@@ -80,9 +86,9 @@ impl Ports {
         let http = tcp_only();
         let api = tcp_only();
         let mut both = || loop {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let l = TcpListener::bind(SocketAddr::from((LISTEN_IP, 0))).unwrap();
             let port = l.local_addr().unwrap().port();
-            if let Ok(u) = UdpSocket::bind(("127.0.0.1", port)) {
+            if let Ok(u) = UdpSocket::bind(SocketAddr::from((LISTEN_IP, port))) {
                 held.push((l, Some(u)));
                 return port;
             }
@@ -99,7 +105,7 @@ impl Ports {
     }
 
     fn unified_udp(self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.unified))
+        SocketAddr::from((LISTEN_IP, self.unified))
     }
 }
 
@@ -110,10 +116,10 @@ fn config(data_dir: &Path, ports: Ports, endpoint: &str) -> String {
 data_dir = {data_dir:?}
 
 [listen]
-http = "127.0.0.1:{http}"
-unified = "127.0.0.1:{unified}"
-harvest = "127.0.0.1:{harvest}"
-api = "127.0.0.1:{api}"
+http = "{ip}:{http}"
+unified = "{ip}:{unified}"
+harvest = "{ip}:{harvest}"
+api = "{ip}:{api}"
 beam_http = "127.0.0.1:0"
 beam_website = "127.0.0.1:0"
 beam_tcp = "127.0.0.1:0"
@@ -149,6 +155,7 @@ credentials_id = "kinesis-kill9"
 destination = {{ service = "kinesis", resource_url = "https://kinesis.{region}.amazonaws.com/{STREAM}", endpoint = "{endpoint}" }}
 "#,
         data_dir = data_dir.display().to_string(),
+        ip = std::net::Ipv4Addr::from(LISTEN_IP),
         http = ports.http,
         unified = ports.unified,
         harvest = ports.harvest,
@@ -335,7 +342,7 @@ async fn kill_9_loop_loses_no_acknowledged_record() {
     let acked = tracker.acked();
     let delivery = stream.wait_for(&acked, DRAIN).await;
     let token = std::fs::read_to_string(data_dir.join("api.token")).unwrap();
-    let api = SocketAddr::from(([127, 0, 0, 1], ports.api));
+    let api = SocketAddr::from((LISTEN_IP, ports.api));
     let metrics = durable::scrape(api, token.trim()).await;
     let given_up = durable::given_up(&metrics);
     let mut sorted = restarts.clone();

@@ -7,6 +7,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+#[path = "../../fuzz/checks/api_json.rs"]
+mod api_json;
 #[path = "../../fuzz/checks/beam_mqtt_codec.rs"]
 mod beam_mqtt_codec;
 #[path = "../../fuzz/checks/beam_tcp_line.rs"]
@@ -25,6 +27,8 @@ mod funnel_sinks;
 mod harvest_files_path;
 #[path = "../../fuzz/checks/harvest_query.rs"]
 mod harvest_query;
+#[path = "../../fuzz/checks/http_entry.rs"]
+mod http_entry;
 #[path = "../../fuzz/checks/kinesis_response.rs"]
 mod kinesis_response;
 #[path = "../../fuzz/checks/krypton_request.rs"]
@@ -168,4 +172,14 @@ fn harvest_files_path_corpus() {
 #[test]
 fn unified_settings_corpus() {
     replay("unified_settings", unified_settings::check);
+}
+
+#[test]
+fn http_entry_corpus() {
+    replay("http_entry", http_entry::check);
+}
+
+#[test]
+fn api_json_corpus() {
+    replay("api_json", api_json::check);
 }

@@ -49,25 +49,25 @@ pub(crate) const EXPIRED_API_KEY: &str = "AUM0003";
 /// `authKey` and `tokenTimeoutSeconds`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct AuthRequest {
+pub struct AuthRequest {
     #[schema(example = "keyId-0123456789abcdef0123456789abcdef")]
-    pub(crate) auth_key_id: Option<String>,
+    pub auth_key_id: Option<String>,
     #[schema(example = "secret-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")]
-    pub(crate) auth_key: Option<String>,
+    pub auth_key: Option<String>,
     /// Lifetime of the API key and token, 1 to 172800 s; 86400 by default.
     #[schema(default = 86400, minimum = 1, maximum = 172800)]
-    pub(crate) token_timeout_seconds: Option<i64>,
+    pub token_timeout_seconds: Option<i64>,
     /// Not supported by simgate (root-account login).
-    pub(crate) email: Option<String>,
+    pub email: Option<String>,
     /// Not supported by simgate.
-    pub(crate) password: Option<String>,
+    pub password: Option<String>,
     /// Not supported by simgate (SAM-user login).
-    pub(crate) operator_id: Option<String>,
+    pub operator_id: Option<String>,
     /// Not supported by simgate (SAM-user login).
-    pub(crate) user_name: Option<String>,
+    pub user_name: Option<String>,
     /// Not supported by simgate.
     #[serde(rename = "mfaOTPCode")]
-    pub(crate) mfa_otp_code: Option<String>,
+    pub mfa_otp_code: Option<String>,
 }
 
 /// SORACOM's `AuthResponse`.

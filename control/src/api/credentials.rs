@@ -152,18 +152,18 @@ pub(crate) struct GoogleCredentialsIn {
 /// `POST` and `PUT /v1/credentials/{id}` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct PutCredential {
+pub struct PutCredential {
     #[serde(rename = "type")]
     #[schema(value_type = CredentialType, example = "aws-credentials")]
-    pub(crate) kind: String,
+    pub kind: String,
     /// Free text, up to 1024 bytes.
     #[serde(default)]
     #[schema(max_length = 1024)]
-    pub(crate) description: Option<String>,
+    pub description: Option<String>,
     /// `{accessKeyId, secretAccessKey, sessionToken?}` (aws),
     /// `{key}` (psk) or `{ca?, cert, key}` (x509).
     #[schema(value_type = Object)]
-    pub(crate) credentials: serde_json::Value,
+    pub credentials: serde_json::Value,
 }
 
 /// The request body as described: the shape of `credentials` follows
@@ -422,7 +422,7 @@ pub(crate) async fn get_credential(
 /// Longest description accepted.
 const MAX_DESCRIPTION: usize = 1024;
 
-fn credential_of(id: CredentialId, req: PutCredential) -> Result<Credential, ApiError> {
+pub fn credential_of(id: CredentialId, req: PutCredential) -> Result<Credential, ApiError> {
     if req
         .description
         .as_ref()

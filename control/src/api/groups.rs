@@ -75,29 +75,29 @@ impl From<&Stamped<Group>> for GroupView {
 /// name is the tag `name`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CreateGroup {
+pub struct CreateGroup {
     /// A simgate extension: the id to give the group (letters, digits,
     /// `-_.`, up to 64). SORACOM always generates one (UUID form), as simgate
     /// does when it is left out.
     #[serde(default)]
     #[schema(pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
-    pub(crate) group_id: Option<String>,
+    pub group_id: Option<String>,
     #[serde(default)]
     #[schema(schema_with = tag_set)]
-    pub(crate) tags: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
     #[serde(default)]
     #[schema(schema_with = create_configuration)]
-    pub(crate) configuration: BTreeMap<String, BTreeMap<String, Value>>,
+    pub configuration: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 /// One configuration key to set.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ConfigurationEntry {
+pub struct ConfigurationEntry {
     #[schema(example = "enabled")]
-    pub(crate) key: String,
+    pub key: String,
     #[schema(example = json!(true))]
-    pub(crate) value: Value,
+    pub value: Value,
 }
 
 fn group_param(s: &str) -> Result<GroupId, ApiError> {

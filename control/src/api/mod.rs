@@ -13,6 +13,7 @@
 //! [`MAX_BODY_BYTES`], 503 the store could not write (retry).
 
 mod auth;
+pub mod bodies;
 mod credentials;
 mod error;
 mod groups;

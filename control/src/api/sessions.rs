@@ -61,16 +61,16 @@ impl From<&SessionInfo> for SessionView {
 /// `PUT /v1/sessions/{ip}` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct PutSession {
+pub struct PutSession {
     /// A registered subscriber.
     #[schema(pattern = r"^[0-9]{14,15}$")]
-    pub(crate) imsi: String,
+    pub imsi: String,
     #[serde(default)]
     #[schema(pattern = r"^[0-9]{14,16}$")]
-    pub(crate) imei: Option<String>,
+    pub imei: Option<String>,
     #[serde(default)]
     #[schema(pattern = r"^\+?[0-9]{1,15}$")]
-    pub(crate) msisdn: Option<String>,
+    pub msisdn: Option<String>,
 }
 
 fn ip_param(s: &str) -> Result<IpAddr, ApiError> {

@@ -32,7 +32,7 @@ const MAX_LIMIT: usize = 1000;
 /// Lifecycle state of a SIM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Status {
+pub enum Status {
     Ready,
     Active,
     Inactive,
@@ -229,27 +229,27 @@ pub async fn delete_tag_of(
 /// the body, with what `register` takes).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RegisterSubscriber {
+pub struct RegisterSubscriber {
     #[schema(example = "001010000000002", pattern = r"^[0-9]{14,15}$")]
-    pub(crate) imsi: String,
+    pub imsi: String,
     #[serde(default)]
     #[schema(pattern = r"^[0-9]{14,16}$")]
-    pub(crate) imei: Option<String>,
+    pub imei: Option<String>,
     #[serde(default)]
     #[schema(pattern = r"^\+?[0-9]{1,15}$")]
-    pub(crate) msisdn: Option<String>,
+    pub msisdn: Option<String>,
     #[serde(default)]
     #[schema(pattern = r"^[0-9]{18,22}$")]
-    pub(crate) sim_id: Option<String>,
+    pub sim_id: Option<String>,
     #[serde(default)]
     #[schema(pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
-    pub(crate) group_id: Option<String>,
+    pub group_id: Option<String>,
     #[serde(default)]
     #[schema(schema_with = super::groups::tag_set)]
-    pub(crate) tags: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
     /// Defaults to `active`; `terminated` is refused.
     #[serde(default)]
-    pub(crate) status: Option<Status>,
+    pub status: Option<Status>,
 }
 
 impl From<RegisterSubscriber> for RegisterSim {
@@ -270,45 +270,45 @@ impl From<RegisterSubscriber> for RegisterSim {
 /// `RegisterSubscribersRequest`, plus what simgate knows of a SIM).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RegisterSim {
+pub struct RegisterSim {
     /// The SIM's PUK or passcode: accepted, not checked (simgate's SIMs are
     /// its own).
     #[serde(default, rename = "registrationSecret")]
-    pub(crate) _registration_secret: Option<String>,
+    pub _registration_secret: Option<String>,
     #[serde(default)]
     #[schema(pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
-    pub(crate) group_id: Option<String>,
+    pub group_id: Option<String>,
     #[serde(default)]
     #[schema(schema_with = super::groups::tag_set)]
-    pub(crate) tags: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
     /// A simgate extension: the device's IMEI (14 to 16 digits).
     #[serde(default)]
     #[schema(pattern = r"^[0-9]{14,16}$")]
-    pub(crate) imei: Option<String>,
+    pub imei: Option<String>,
     /// A simgate extension: the SIM's MSISDN.
     #[serde(default)]
     #[schema(pattern = r"^\+?[0-9]{1,15}$")]
-    pub(crate) msisdn: Option<String>,
+    pub msisdn: Option<String>,
     /// A simgate extension: the SIM's id (ICCID).
     #[serde(default)]
     #[schema(pattern = r"^[0-9]{18,22}$")]
-    pub(crate) sim_id: Option<String>,
+    pub sim_id: Option<String>,
     /// A simgate extension: the first state, `active` unless given;
     /// `terminated` is refused.
     #[serde(default)]
-    pub(crate) status: Option<Status>,
+    pub status: Option<Status>,
 }
 
 /// One tag to set.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct TagUpdate {
+pub struct TagUpdate {
     /// 1 to 32 characters.
     #[schema(min_length = 1, max_length = 32)]
-    pub(crate) tag_name: String,
+    pub tag_name: String,
     /// Up to 256 characters.
     #[schema(max_length = 256)]
-    pub(crate) tag_value: String,
+    pub tag_value: String,
 }
 
 /// Longest tag name and value, in characters, as the API describes them
@@ -317,7 +317,7 @@ const MAX_TAG_NAME_CHARS: usize = 32;
 const MAX_TAG_VALUE_CHARS: usize = 256;
 
 /// Tags as sent (SIM or group), checked against the described limits.
-pub(crate) fn tag_map(tags: Vec<TagUpdate>) -> Result<BTreeMap<String, String>, ApiError> {
+pub fn tag_map(tags: Vec<TagUpdate>) -> Result<BTreeMap<String, String>, ApiError> {
     tags.into_iter()
         .map(|t| {
             let name_chars = t.tag_name.chars().count();
@@ -340,19 +340,19 @@ pub(crate) fn tag_map(tags: Vec<TagUpdate>) -> Result<BTreeMap<String, String>, 
 /// `set_group` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct SetGroup {
+pub struct SetGroup {
     #[schema(pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
-    pub(crate) group_id: String,
+    pub group_id: String,
 }
 
 /// `set_imei_lock` body: the IMEI to lock to. Without one (or without a
 /// body), the SIM's registered IMEI, else the IMEI its session reported.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct SetImeiLock {
+pub struct SetImeiLock {
     #[serde(default)]
     #[schema(pattern = r"^[0-9]{14,16}$")]
-    pub(crate) imei: Option<String>,
+    pub imei: Option<String>,
 }
 
 /// Listing filters and paging.

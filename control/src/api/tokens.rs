@@ -34,10 +34,10 @@ pub(crate) struct TokenView {
 /// `POST /v1/tokens` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CreateToken {
+pub struct CreateToken {
     /// 1 to 64 letters, digits, `-`, `_` or `.`; unique.
     #[schema(example = "ci", pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
-    pub(crate) name: String,
+    pub name: String,
 }
 
 /// A new token: the only answer that ever contains one.

@@ -25,7 +25,11 @@ pub use sessions::{canonical_ip, Session, SessionTable};
 /// Persistent (structurally shared) map: cloning a snapshot to change one
 /// SIM costs O(log n), not a copy of every entry — with hundreds of
 /// thousands of SIMs a plain `HashMap` clone took ~50 ms per API change.
-pub type Map<K, V> = imbl::HashMap<K, V>;
+/// Hashed with foldhash: SipHash of the IMSI on every datagram was a few
+/// per cent of UDP ingress CPU, and the keys come from the operator, not
+/// from devices, so flooding resistance buys nothing here.
+pub type Map<K, V> =
+    imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
 
 /// One consistent version of all configuration.
 #[derive(Debug, Default, Clone)]

@@ -126,12 +126,15 @@ pub fn put(
 ) -> Result<(), StoreError> {
     match ns {
         Namespace::Harvest => {
+            // All are checked before any is set: a refused PUT changes nothing.
+            let mut enabled = group.harvest.enabled;
             for (key, value) in entries {
                 match key.as_str() {
-                    "enabled" => group.harvest.enabled = as_bool(ns, &key, &value)?,
+                    "enabled" => enabled = as_bool(ns, &key, &value)?,
                     _ => return Err(unknown_key(ns, &key, &["enabled"])),
                 }
             }
+            group.harvest.enabled = enabled;
             Ok(())
         }
         Namespace::Funnel => {
@@ -170,7 +173,11 @@ pub fn put(
                 .unwrap_or_default();
             values.extend(entries);
             check_namespace(ns, &values)?;
-            group.configuration.insert(ns.as_str().to_owned(), values);
+            // An empty namespace is no namespace, as `delete` leaves it:
+            // otherwise `PUT []` would show `{}` that no DELETE removes.
+            if !values.is_empty() {
+                group.configuration.insert(ns.as_str().to_owned(), values);
+            }
             Ok(())
         }
     }

@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use super::request_head;
 use crate::metrics::ListenerLabels;
 use crate::services::beam::http::{text as beam_text, HttpEntryPoint};
 use crate::services::funnel::SourceProtocol;
@@ -323,14 +324,7 @@ async fn handle(
             protocol: "http",
         })
         .inc();
-    let host_route = || {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host());
-        route(host)
-    };
+    let host_route = || route(request_head::host_of(req.headers(), req.uri()));
     let route = match kind {
         HttpListener::Devices => host_route(),
         HttpListener::BeamHttp => Route::Beam,
@@ -388,12 +382,7 @@ async fn handle(
         }
     };
     let (parts, body) = req.into_parts();
-    let declared_too_big = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > max_body as u64);
+    let declared_too_big = request_head::declared_too_big(&parts.headers, max_body);
     let body = if declared_too_big {
         None
     } else {
@@ -416,7 +405,7 @@ async fn handle(
         services.metrics.reject("http", "body_too_large", peer);
         return text(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large".into());
     };
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &str| request_head::header_text(&parts.headers, name);
     let msg = Message {
         peer,
         protocol: SourceProtocol::Http,

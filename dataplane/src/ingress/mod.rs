@@ -5,6 +5,7 @@
 pub mod http;
 #[cfg(target_os = "linux")]
 pub(crate) mod kernel_drops;
+pub mod request_head;
 pub mod tcp;
 pub mod udp;
 

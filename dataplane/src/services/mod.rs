@@ -148,19 +148,33 @@ impl Services {
         &self,
         peer: SocketAddr,
     ) -> Result<(Identity, arc_swap::Guard<Arc<Snapshot>>), IdentityError> {
+        let snapshot = self.snapshot.load();
+        let identity = self.identify_in(peer, &snapshot)?;
+        Ok((identity, snapshot))
+    }
+
+    fn identify_in(
+        &self,
+        peer: SocketAddr,
+        snapshot: &Snapshot,
+    ) -> Result<Identity, IdentityError> {
         let session = self
             .sessions
             .lookup(peer.ip())
             .ok_or(IdentityError::NoSession)?;
-        let snapshot = self.snapshot.load();
-        let identity = snapshot.resolve(&session)?;
-        Ok((identity, snapshot))
+        snapshot.resolve(&session)
     }
 
     /// Serves one message.
     pub fn handle(&self, msg: &Message<'_>) -> Handled {
-        match self.identify(msg.peer) {
-            Ok((identity, snapshot)) => self.handle_identified(msg, &identity, &snapshot),
+        self.handle_with(msg, &self.snapshot.load())
+    }
+
+    /// Serves one message against a configuration snapshot the caller
+    /// loaded (UDP loads one per receive batch).
+    pub fn handle_with(&self, msg: &Message<'_>, snapshot: &Snapshot) -> Handled {
+        match self.identify_in(msg.peer, snapshot) {
+            Ok(identity) => self.handle_identified(msg, &identity, snapshot),
             Err(e) => {
                 self.metrics
                     .reject(msg.protocol.as_str(), e.reason(), msg.peer);
@@ -295,7 +309,10 @@ async fn resolve(h: Handled) -> Reply {
     }
 }
 
-fn is_json_type(content_type: Option<&str>) -> bool {
+/// Whether a request's `Content-Type` says JSON (`application/json` or
+/// any `+json` type, parameters and case ignored): Funnel embeds such
+/// bodies instead of wrapping them.
+pub fn is_json_type(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| {
         let essence = ct.split(';').next().unwrap_or("").trim();
         essence.eq_ignore_ascii_case("application/json")

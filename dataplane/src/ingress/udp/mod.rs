@@ -5,8 +5,10 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+use futures_util::FutureExt as _;
+use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
 use socket2::Socket;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -16,6 +18,10 @@ use tokio::task::JoinSet;
 use crate::metrics::{member, ListenerLabels};
 use crate::services::funnel::SourceProtocol;
 use crate::services::{Entry, Handled, Message, Reply, Services};
+
+mod replies;
+
+use replies::{Bound, Replies};
 
 /// Largest datagram payload over IPv4.
 const MAX_DATAGRAM: usize = 65_535;
@@ -59,8 +65,10 @@ pub fn spawn(
         if i == 0 {
             bound = socket.local_addr()?;
         }
+        let bound_as = Bound::of(socket.local_addr()?);
         let worker = Worker {
             socket,
+            bound: bound_as,
             state,
             entry: options.entry,
             listener: options.name,
@@ -128,6 +136,8 @@ type LaterReply = (
 struct Worker {
     socket: UdpSocket,
     state: UdpSocketState,
+    /// How answers leave (wildcard address, IPv6).
+    bound: Bound,
     entry: Entry,
     listener: &'static str,
     /// `ingress.udp_reply`.
@@ -143,6 +153,7 @@ impl Worker {
         let mut buf = vec![0u8; slot * BATCH_SIZE];
         let mut meta = [RecvMeta::default(); BATCH_SIZE];
         let mut later: Vec<LaterReply> = Vec::new();
+        let mut replies = Replies::default();
         let received = member(
             &this.services.metrics.ingress_messages,
             &ListenerLabels {
@@ -175,6 +186,8 @@ impl Worker {
                     }
                 }
             };
+            // One configuration snapshot for the whole receive batch.
+            let snapshot = this.services.snapshot.load_full();
             for (m, chunk) in meta.iter().zip(buf.chunks(slot)).take(n) {
                 let data = &chunk[..m.len.min(chunk.len())];
                 let stride = if m.stride == 0 {
@@ -182,33 +195,45 @@ impl Worker {
                 } else {
                     m.stride
                 };
-                for datagram in data.chunks(stride) {
+                let mut serve = |datagram: &[u8]| {
                     received.inc();
-                    this.serve_one(m.addr, m.dst_ip, datagram, &mut later);
+                    let msg = Message {
+                        peer: m.addr,
+                        protocol: SourceProtocol::Udp,
+                        entry: this.entry,
+                        payload: datagram,
+                        content_type: None,
+                        timestamp: None,
+                    };
+                    match this.services.handle_with(&msg, &snapshot) {
+                        Handled::Now(reply) => {
+                            if let Some(line) = this.answer(&reply) {
+                                replies.push(m.addr, m.dst_ip, line);
+                            }
+                        }
+                        Handled::Later(fut) => later.push((m.addr, m.dst_ip, fut)),
+                        // Unknown sources get no answer: nothing to learn
+                        // from probing.
+                        Handled::Refused(_) => {}
+                    }
+                };
+                for datagram in data.chunks(stride) {
+                    serve(datagram);
                 }
                 if data.is_empty() {
-                    received.inc();
-                    this.serve_one(m.addr, m.dst_ip, data, &mut later);
+                    serve(data);
                 }
+            }
+            drop(snapshot);
+            if !replies.is_empty() {
+                this.flush(&mut replies);
             }
             if !later.is_empty() {
                 // One task per receive batch, not per datagram: the answers
                 // wait for the same group commit (spool, Harvest), and a
                 // spawn per datagram was a measurable share of the CPU.
                 let batch = std::mem::take(&mut later);
-                let worker = Arc::clone(&this);
-                // Each answer goes out as soon as it is ready: a Beam
-                // request to a slow upstream must not hold back the Funnel
-                // answers received with it.
-                tokio::spawn(async move {
-                    let mut pending: FuturesUnordered<_> = batch
-                        .into_iter()
-                        .map(|(peer, local, fut)| async move { (peer, local, fut.await) })
-                        .collect();
-                    while let Some((peer, local, reply)) = pending.next().await {
-                        worker.reply_async(peer, local, &reply).await;
-                    }
-                });
+                tokio::spawn(Arc::clone(&this).answer_later(batch));
             }
             // Under sustained load the socket is always readable and this
             // loop would run for a whole coop budget (thousands of
@@ -218,71 +243,46 @@ impl Worker {
         }
     }
 
-    fn serve_one(
-        self: &Arc<Self>,
-        peer: SocketAddr,
-        local: Option<std::net::IpAddr>,
-        payload: &[u8],
-        later: &mut Vec<LaterReply>,
-    ) {
-        let msg = Message {
-            peer,
-            protocol: SourceProtocol::Udp,
-            entry: self.entry,
-            payload,
-            content_type: None,
-            timestamp: None,
-        };
-        match self.services.handle(&msg) {
-            Handled::Now(reply) => self.reply(peer, local, &reply),
-            Handled::Later(fut) => later.push((peer, local, fut)),
-            // Unknown sources get no answer: nothing to learn from probing.
-            Handled::Refused(_) => {}
-        }
-    }
-
     /// The datagram answering `reply`, unless UDP answers are off for it.
-    fn transmit<'a>(
-        &self,
-        peer: SocketAddr,
-        local: Option<std::net::IpAddr>,
-        reply: &'a Reply,
-    ) -> Option<Transmit<'a>> {
-        (!reply.silent_on_udp && self.reply).then(|| Transmit {
-            destination: peer,
-            ecn: None,
-            contents: &reply.line,
-            segment_size: None,
-            src_ip: local,
-        })
+    fn answer(&self, reply: &Reply) -> Option<Bytes> {
+        (!reply.silent_on_udp && self.reply).then(|| reply.line.clone())
     }
 
-    fn reply(&self, peer: SocketAddr, local: Option<std::net::IpAddr>, reply: &Reply) {
-        let Some(t) = self.transmit(peer, local, reply) else {
-            return;
-        };
-        let sent = self.socket.try_io(Interest::WRITABLE, || {
-            self.state.send((&self.socket).into(), &t)
-        });
-        if sent.is_err() {
-            // Socket buffer full: the device will retry on its own, as with
-            // any lost datagram; count it so an operator sees it.
-            self.services.metrics.reject("udp", "reply_dropped", peer);
+    fn flush(&self, replies: &mut Replies) {
+        let flushed = replies.flush(&self.socket, self.bound);
+        if flushed.dropped > 0 {
+            // Socket buffer full: the devices will retry on their own, as
+            // with any lost datagram; count it so an operator sees it.
+            self.services
+                .metrics
+                .replies_dropped("udp", flushed.dropped as u64);
         }
     }
 
-    async fn reply_async(&self, peer: SocketAddr, local: Option<std::net::IpAddr>, reply: &Reply) {
-        let Some(t) = self.transmit(peer, local, reply) else {
-            return;
-        };
-        let sent = self
-            .socket
-            .async_io(Interest::WRITABLE, || {
-                self.state.send((&self.socket).into(), &t)
-            })
-            .await;
-        if sent.is_err() {
-            self.services.metrics.reject("udp", "reply_dropped", peer);
+    /// Sends the answers that wait for a commit, each as soon as it is
+    /// ready (a Beam request to a slow upstream must not hold back the
+    /// Funnel answers received with it), those ready together in one call.
+    async fn answer_later(self: Arc<Self>, batch: Vec<LaterReply>) {
+        let mut pending: FuturesUnordered<_> = batch
+            .into_iter()
+            .map(|(peer, local, fut)| async move { (peer, local, fut.await) })
+            .collect();
+        let mut replies = Replies::default();
+        while let Some(first) = pending.next().await {
+            let mut ready = Some(first);
+            while let Some((peer, local, reply)) = ready {
+                if let Some(line) = self.answer(&reply) {
+                    replies.push(peer, local, line);
+                }
+                ready = pending.next().now_or_never().flatten();
+            }
+            if replies.is_empty() {
+                continue;
+            }
+            if self.socket.writable().await.is_err() {
+                return;
+            }
+            self.flush(&mut replies);
         }
     }
 }
