@@ -202,10 +202,7 @@ funnel_settings() {
   BATCH=${BENCH_BATCH:-64}
   SIZE=${BENCH_SIZE:-100}
   WORKERS=${BENCH_UDP_WORKERS:-$(nproc)}
-  local v
-  for v in SECS WARMUP RUNS SOURCES BATCH SIZE WORKERS; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
-  done
+  bench_whole_numbers SECS WARMUP RUNS SOURCES BATCH SIZE WORKERS
 }
 
 # Bytes of a size written 1048576, 1024K, 256M, 1G, 1GiB or 1GB (binary units).
@@ -240,21 +237,16 @@ funnel_setup() {
     echo "== building release binaries"
     cargo build --release -p simgate -p simgate-benches
   fi
-  WORK=$(mktemp -d -t simgate-bench.XXXXXX)
+  bench_work
   # Other builds may replace target/release while we run: use copies.
   cp "${BENCH_SIMGATE:-target/release/simgate}" "$WORK/simgate"
   cp "${BENCH_LOADGEN:-target/release/loadgen}" "$WORK/loadgen"
   LOADGEN=$WORK/loadgen
   SIMGATE=$WORK/simgate
-  PIDS=()
   # Every process started gets its own files: SEQ numbers them.
   SEQ=0
-  trap cleanup EXIT
-  trap 'exit 130' INT TERM
   # 1,000 sockets plus simgate's.
-  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((SOURCES + 256)) ]; then
-    ulimit -n $((SOURCES + 256)) 2>/dev/null || true
-  fi
+  bench_fd_limit $((SOURCES + 256))
 }
 
 cleanup() {
@@ -1035,9 +1027,7 @@ beam_http_bench() {
   UP_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
   LG_THREADS=${BENCH_LOADGEN_THREADS:-1}
   local v t0 side n key ports f
-  for v in SECS WARMUP RUNS CONNS PROXY_WORKERS UP_WORKERS LG_THREADS; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
-  done
+  bench_whole_numbers SECS WARMUP RUNS CONNS PROXY_WORKERS UP_WORKERS LG_THREADS
   ((SECS > 0 && RUNS > 0 && CONNS > 0 && CONNS <= 10000)) ||
     { echo "bench: BENCH_SECONDS and BENCH_RUNS must be positive, BENCH_CONNECTIONS 1..10000" >&2; exit 2; }
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -1052,10 +1042,7 @@ beam_http_bench() {
   else
     cargo build --release -p simgate -p simgate-benches --bin simgate --bin loadgen
   fi
-  WORK=$(mktemp -d -t simgate-bench.XXXXXX)
-  PIDS=()
-  trap cleanup EXIT
-  trap 'exit 130' INT TERM
+  bench_work
   # Other builds may replace target/release while we run: use copies.
   mkdir "$WORK/bin"
   cp "${BENCH_SIMGATE:-target/release/simgate}" "$WORK/bin/simgate"

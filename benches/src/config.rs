@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 
+use crate::sims;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConfigArgs {
     /// simgate's data directory (a temporary one).
@@ -201,23 +203,8 @@ fn render(a: &ConfigArgs, endpoint: &str, ports: [SocketAddr; 4]) -> anyhow::Res
     if a.harvest {
         writeln!(t, "\n[groups.harvest]\nenabled = true")?;
     }
-    for i in 0..a.sources {
-        writeln!(
-            t,
-            "\n[[subscribers]]\nimsi = \"{}\"\ngroup_id = \"bench\"",
-            imsi(i)
-        )?;
-    }
-    for i in 0..a.sources {
-        let ip = crate::source_addr(a.source_base, i)?;
-        writeln!(t, "\n[[sessions]]\nip = \"{ip}\"\nimsi = \"{}\"", imsi(i))?;
-    }
+    sims::write_sims(&mut t, a.sources, a.source_base)?;
     Ok(t)
-}
-
-/// IMSI of SIM `i`: test network 001-01, 0010100000NNNNN.
-fn imsi(i: usize) -> String {
-    format!("0010100000{:05}", i + 1)
 }
 
 fn toml_string(s: &str) -> String {
@@ -263,9 +250,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn imsis_and_strings() {
-        assert_eq!(imsi(0), "001010000000001");
-        assert_eq!(imsi(999), "001010000001000");
+    fn toml_strings() {
         assert_eq!(toml_string("/tmp/a\"b"), "\"/tmp/a\\\"b\"");
     }
 

@@ -7,11 +7,11 @@
 //! parsing and no session lookup in front of it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::{ensure, Context as _};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use simgate::services::harvest::{
@@ -20,7 +20,7 @@ use simgate::services::harvest::{
 use simgate_control::config::HarvestSettings;
 use simgate_control::Imsi;
 
-use crate::report::{self, CpuWatch, JsonLine};
+use crate::report::{self, JsonLine, Phase};
 
 /// Pause after a `Busy` before the writer tries again (the store's queue is
 /// full; simgate's ingress would answer 503).
@@ -52,17 +52,22 @@ pub(crate) struct HarvestRawArgs {
     label: String,
 }
 
-#[derive(Default)]
-struct Shared {
-    measuring: AtomicBool,
-    stop: AtomicBool,
-}
-
 struct Tally {
     latency_us: Histogram<u64>,
     ok: u64,
     busy: u64,
     failed: u64,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            latency_us: report::latency_histogram()?,
+            ok: 0,
+            busy: 0,
+            failed: 0,
+        })
+    }
 }
 
 pub(crate) fn run(a: &HarvestRawArgs) -> anyhow::Result<()> {
@@ -89,49 +94,30 @@ pub(crate) fn run(a: &HarvestRawArgs) -> anyhow::Result<()> {
 }
 
 async fn drive(a: &HarvestRawArgs, store: &Arc<HarvestStore>) -> anyhow::Result<()> {
-    let shared = Arc::new(Shared::default());
+    let phase = Arc::new(Phase::default());
     let mut tasks = Vec::with_capacity(a.writers);
     for i in 0..a.writers {
-        let imsi = Imsi::parse(&crate::http::imsi(i)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let imsi = Imsi::parse(&crate::sims::imsi(i)).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut record = vec![0u8; a.size];
         crate::send::fill_record(&mut record, u32::try_from(i + 1)?, 0);
         tasks.push(tokio::spawn(writer(
             Arc::clone(store),
             imsi,
             Bytes::from(record),
-            Arc::clone(&shared),
+            Arc::clone(&phase),
         )));
     }
-    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
-    let cpu = CpuWatch::start(&[])?;
-    let t0 = Instant::now();
-    shared.measuring.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
-    shared.measuring.store(false, Ordering::SeqCst);
-    let window = t0.elapsed();
-    let cpu_after = cpu.now()?;
-    shared.stop.store(true, Ordering::SeqCst);
-
-    let mut total = Tally {
-        latency_us: report::latency_histogram()?,
-        ok: 0,
-        busy: 0,
-        failed: 0,
-    };
-    for t in tasks {
-        match tokio::time::timeout(Duration::from_secs(30), t).await {
-            Ok(Ok(Ok(tally))) => {
-                total.latency_us.add(&tally.latency_us)?;
-                total.ok += tally.ok;
-                total.busy += tally.busy;
-                total.failed += tally.failed;
-            }
-            Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(e)) => bail!("a writer task failed: {e}"),
-            Err(_) => bail!("a writer did not stop"),
-        }
-    }
-    let secs = window.as_secs_f64().max(1e-9);
+    let w = report::measure(&phase, &[], a.warmup, a.duration, report::sleep_secs).await?;
+    let mut total = Tally::new()?;
+    report::join_all(tasks, Duration::from_secs(30), "writer", |t| {
+        total.latency_us.add(&t.latency_us)?;
+        total.ok += t.ok;
+        total.busy += t.busy;
+        total.failed += t.failed;
+        Ok(())
+    })
+    .await?;
+    let secs = w.secs;
     let mut j = JsonLine::default();
     j.string("mode", "harvest-raw")
         .string("label", &a.label)
@@ -144,7 +130,7 @@ async fn drive(a: &HarvestRawArgs, store: &Arc<HarvestStore>) -> anyhow::Result<
         .raw("failed", total.failed)
         .raw("req_per_s", format!("{:.0}", total.ok as f64 / secs))
         .latencies(&total.latency_us)
-        .cpu(&cpu, &cpu_after, total.ok);
+        .cpu(&w.cpu, &w.cpu_after, total.ok);
     println!("{}", j.finish());
     Ok(())
 }
@@ -154,15 +140,10 @@ async fn writer(
     store: Arc<HarvestStore>,
     imsi: Imsi,
     content: Bytes,
-    shared: Arc<Shared>,
+    phase: Arc<Phase>,
 ) -> anyhow::Result<Tally> {
-    let mut t = Tally {
-        latency_us: report::latency_histogram()?,
-        ok: 0,
-        busy: 0,
-        failed: 0,
-    };
-    while !shared.stop.load(Ordering::Relaxed) {
+    let mut t = Tally::new()?;
+    while !phase.stop.load(Ordering::Relaxed) {
         // As simgate's ingress builds it: arrival time, default content
         // type, the source protocol.
         let entry = NewEntry {
@@ -174,7 +155,7 @@ async fn writer(
         };
         let started = Instant::now();
         let r = store.append(entry).await;
-        let measuring = shared.measuring.load(Ordering::Relaxed);
+        let measuring = phase.measuring.load(Ordering::Relaxed);
         match r {
             Ok(()) if measuring => {
                 t.ok += 1;

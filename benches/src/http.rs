@@ -15,27 +15,23 @@
 //!   map files, and free loopback ports for every listener of the bench.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, ensure, Context as _};
-use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::report::{self, CpuWatch, JsonLine};
+use crate::conn::{self, Tally, REQUEST_TIMEOUT};
+use crate::report::{self, JsonLine, Phase, Window};
+use crate::sims::{self, imsi, BeamBench};
 
-/// A request with no complete response after this long is an error (and
-/// its connection is dropped).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest response head accepted; a whole response is kept in memory.
 const MAX_HEAD: usize = 64 << 10;
 const MAX_RESPONSE: usize = 4 << 20;
-/// Pause after a failed connect before the next attempt.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct HttpArgs {
@@ -74,53 +70,6 @@ pub(crate) struct HttpArgs {
     /// A `label` field in the JSON line (the side measured).
     #[arg(long, default_value = "")]
     label: String,
-}
-
-/// Flags the connections read.
-#[derive(Default)]
-struct Shared {
-    measuring: AtomicBool,
-    stop: AtomicBool,
-}
-
-/// One connection's counts inside the window.
-struct Tally {
-    latency_us: Histogram<u64>,
-    ok: u64,
-    non_2xx: u64,
-    io_errors: u64,
-    timeouts: u64,
-    connects: u64,
-    connect_errors: u64,
-}
-
-impl Tally {
-    fn new() -> anyhow::Result<Self> {
-        Ok(Self {
-            latency_us: report::latency_histogram()?,
-            ok: 0,
-            non_2xx: 0,
-            io_errors: 0,
-            timeouts: 0,
-            connects: 0,
-            connect_errors: 0,
-        })
-    }
-
-    fn add(&mut self, o: &Self) -> anyhow::Result<()> {
-        self.latency_us.add(&o.latency_us)?;
-        self.ok += o.ok;
-        self.non_2xx += o.non_2xx;
-        self.io_errors += o.io_errors;
-        self.timeouts += o.timeouts;
-        self.connects += o.connects;
-        self.connect_errors += o.connect_errors;
-        Ok(())
-    }
-
-    fn errors(&self) -> u64 {
-        self.non_2xx + self.io_errors + self.timeouts + self.connect_errors
-    }
 }
 
 pub(crate) fn run(a: &HttpArgs) -> anyhow::Result<()> {
@@ -163,58 +112,30 @@ fn build_request(host: &str, path: &str, body_size: usize) -> Vec<u8> {
 }
 
 async fn drive(a: &HttpArgs, sources: Vec<Ipv4Addr>, request: Arc<[u8]>) -> anyhow::Result<()> {
-    let shared = Arc::new(Shared::default());
+    let phase = Arc::new(Phase::default());
     let tasks: Vec<_> = sources
         .into_iter()
         .map(|src| {
-            let shared = Arc::clone(&shared);
+            let phase = Arc::clone(&phase);
             let request = Arc::clone(&request);
-            tokio::spawn(connection(src, a.target, request, shared))
+            tokio::spawn(connection(src, a.target, request, phase))
         })
         .collect();
-
-    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
-    let cpu = CpuWatch::start(&a.cpu)?;
-    let t0 = Instant::now();
-    shared.measuring.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
-    shared.measuring.store(false, Ordering::SeqCst);
-    let window = t0.elapsed();
-    let cpu_after = cpu.now()?;
-    shared.stop.store(true, Ordering::SeqCst);
-
-    let mut total = Tally::new()?;
-    for t in tasks {
-        // Every exchange is bounded by REQUEST_TIMEOUT.
-        match tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(5), t).await {
-            Ok(Ok(Ok(tally))) => total.add(&tally)?,
-            Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(e)) => bail!("a connection task failed: {e}"),
-            Err(_) => bail!("a connection did not stop"),
-        }
-    }
-    println!("{}", result_line(a, &total, window, &cpu, &cpu_after));
+    let w = report::measure(&phase, &a.cpu, a.warmup, a.duration, report::sleep_secs).await?;
+    let total = conn::join_tallies(tasks).await?;
+    println!("{}", result_line(a, &total, &w));
     Ok(())
 }
 
 /// One JSON object, flat, on one line.
-fn result_line(a: &HttpArgs, t: &Tally, window: Duration, cpu: &CpuWatch, after: &[f64]) -> String {
-    let secs = window.as_secs_f64().max(1e-9);
+fn result_line(a: &HttpArgs, t: &Tally, w: &Window) -> String {
     let mut j = JsonLine::default();
     j.string("label", &a.label)
         .string("target", &a.target.to_string())
         .raw("connections", a.connections)
-        .raw("window_s", format!("{secs:.3}"))
-        .raw("requests", t.ok)
-        .raw("errors", t.errors())
-        .raw("non_2xx", t.non_2xx)
-        .raw("io_errors", t.io_errors)
-        .raw("timeouts", t.timeouts)
-        .raw("connect_errors", t.connect_errors)
-        .raw("connects", t.connects)
-        .raw("req_per_s", format!("{:.0}", t.ok as f64 / secs))
-        .latencies(&t.latency_us)
-        .cpu(cpu, after, t.ok);
+        .raw("window_s", format!("{:.3}", w.secs));
+    t.fields(&mut j, "non_2xx", w.secs);
+    j.cpu(&w.cpu, &w.cpu_after, t.ok);
     j.finish()
 }
 
@@ -232,36 +153,24 @@ async fn connection(
     src: Ipv4Addr,
     target: SocketAddrV4,
     request: Arc<[u8]>,
-    shared: Arc<Shared>,
+    phase: Arc<Phase>,
 ) -> anyhow::Result<Tally> {
     let mut tally = Tally::new()?;
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut stream: Option<TcpStream> = None;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let s = if let Some(s) = stream.as_mut() {
-            s
-        } else {
-            let measuring = shared.measuring.load(Ordering::Relaxed);
-            match tokio::time::timeout(REQUEST_TIMEOUT, open(src, target)).await {
-                Ok(Ok(s)) => {
-                    if measuring {
-                        tally.connects += 1;
-                    }
-                    buf.clear();
-                    stream.insert(s)
-                }
-                Ok(Err(_)) | Err(_) => {
-                    if measuring {
-                        tally.connect_errors += 1;
-                    }
-                    tokio::time::sleep(RECONNECT_PAUSE).await;
-                    continue;
-                }
-            }
+    while !phase.stop.load(Ordering::Relaxed) {
+        let measuring = phase.measuring.load(Ordering::Relaxed);
+        let dial = || {
+            // What a dropped connection left unread is not this one's.
+            buf.clear();
+            open(src, target)
+        };
+        let Some(s) = conn::connected(&mut stream, &mut tally, measuring, dial).await else {
+            continue;
         };
         let t0 = Instant::now();
         let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange(s, &request, &mut buf)).await;
-        let measuring = shared.measuring.load(Ordering::Relaxed);
+        let measuring = phase.measuring.load(Ordering::Relaxed);
         match result {
             Ok(Ok(r)) => {
                 if measuring {
@@ -269,7 +178,7 @@ async fn connection(
                         tally.ok += 1;
                         report::record_since(&mut tally.latency_us, t0);
                     } else {
-                        tally.non_2xx += 1;
+                        tally.bad += 1;
                     }
                 }
                 if r.close {
@@ -487,26 +396,19 @@ pub(crate) struct Ports {
 pub(crate) fn run_config(a: &BeamConfigArgs) -> anyhow::Result<()> {
     ensure!((1..=10_000).contains(&a.sims), "--sims must be 1..=10000");
     let ports = free_ports()?;
-    std::fs::create_dir_all(&a.dir)
-        .with_context(|| format!("cannot create {}", a.dir.display()))?;
-    let write = |name: &str, text: String| -> anyhow::Result<()> {
-        let path = a.dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
-    };
-    write("simgate.toml", render(a, &a.dir.join("data"), &ports)?)?;
+    sims::write_in(
+        &a.dir,
+        "simgate.toml",
+        &render(a, &a.dir.join("data"), &ports)?,
+    )?;
     let (nginx, haproxy) = maps(a)?;
-    write("imsi.nginx.map", nginx)?;
-    write("imsi.haproxy.map", haproxy)?;
+    sims::write_in(&a.dir, "imsi.nginx.map", &nginx)?;
+    sims::write_in(&a.dir, "imsi.haproxy.map", &haproxy)?;
     println!(
         "beam_http={} api={} upstream={} status={} nginx={} haproxy={}",
         ports.beam_http, ports.api, ports.upstream, ports.status, ports.nginx, ports.haproxy
     );
     Ok(())
-}
-
-/// IMSI of SIM `i`: test network 001-01, as `loadgen simgate-config`.
-pub(crate) fn imsi(i: usize) -> String {
-    format!("0010100000{:05}", i + 1)
 }
 
 fn maps(a: &BeamConfigArgs) -> anyhow::Result<(String, String)> {
@@ -519,82 +421,32 @@ fn maps(a: &BeamConfigArgs) -> anyhow::Result<(String, String)> {
     Ok((nginx, haproxy))
 }
 
-pub(crate) fn toml_path(p: &Path) -> anyhow::Result<String> {
-    let s = p.to_str().context("paths must be UTF-8")?;
-    ensure!(
-        !s.contains(['"', '\\']) && !s.chars().any(char::is_control),
-        "unusual characters in {s:?}"
-    );
-    Ok(format!("\"{s}\""))
-}
-
 fn render(a: &BeamConfigArgs, data_dir: &Path, p: &Ports) -> anyhow::Result<String> {
-    let mut t = String::new();
-    writeln!(
-        t,
-        "# Generated by `loadgen beam-config` for scripts/bench.sh beam-http."
-    )?;
-    writeln!(t, "data_dir = {}", toml_path(data_dir)?)?;
-    writeln!(t, "\n[listen]")?;
-    // Listeners not measured: any free port, so nothing collides.
-    writeln!(t, "http = \"127.0.0.1:0\"")?;
-    writeln!(t, "unified = \"127.0.0.1:0\"")?;
-    writeln!(t, "harvest = \"127.0.0.1:0\"")?;
-    writeln!(t, "api = \"{}\"", p.api)?;
-    writeln!(t, "beam_http = \"{}\"", p.beam_http)?;
-    writeln!(t, "beam_website = \"127.0.0.1:0\"")?;
-    for (key, addr) in &a.listen {
-        writeln!(t, "{key} = \"{addr}\"")?;
-    }
-    // Sessions are static; RADIUS's fixed port would only collide.
-    writeln!(t, "\n[radius]\nenabled = false")?;
-    writeln!(t, "\n[upstream]\nca_file = {}", toml_path(&a.ca_file)?)?;
-    t.push_str(
-        r#"
-[[operators]]
-id = "OP0000000001"
-name = "bench"
-
-[[groups]]
-id = "bench"
-name = "beam-http benchmark"
-
-[groups.beam."http://beam.soracom.io:8888/"]
-"#,
+    let mut listen = sims::any_port(&["http", "unified", "harvest"]);
+    listen.push(("api".to_owned(), p.api.to_string()));
+    listen.push(("beam_http".to_owned(), p.beam_http.to_string()));
+    listen.extend(sims::any_port(&["beam_website"]));
+    listen.extend(
+        a.listen
+            .iter()
+            .map(|(k, addr)| (k.clone(), addr.to_string())),
     );
-    writeln!(
-        t,
-        "destination = \"https://localhost:{}/\"",
-        p.upstream.port()
-    )?;
-    writeln!(t, "enabled = true\naddSubscriberHeader = true")?;
-    for i in 0..a.sims {
-        writeln!(
-            t,
-            "\n[[subscribers]]\nimsi = \"{}\"\ngroup_id = \"bench\"",
-            imsi(i)
-        )?;
+    BeamBench {
+        generated_by: "# Generated by `loadgen beam-config` for scripts/bench.sh beam-http.",
+        data_dir,
+        listen,
+        ca_file: &a.ca_file,
+        group_name: "beam-http benchmark",
+        entry: "http://beam.soracom.io:8888/",
+        destination: format!("https://localhost:{}/", p.upstream.port()),
+        sims: a.sims,
+        source_base: a.source_base,
     }
-    for i in 0..a.sims {
-        let ip = crate::source_addr(a.source_base, i)?;
-        writeln!(t, "\n[[sessions]]\nip = \"{ip}\"\nimsi = \"{}\"", imsi(i))?;
-    }
-    Ok(t)
+    .render()
 }
 
-/// Six distinct loopback TCP ports, free right now (held until all are
-/// found; another process could still take one before it is bound again).
 fn free_ports() -> anyhow::Result<Ports> {
-    let held = (0..6)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let addrs = held
-        .iter()
-        .map(TcpListener::local_addr)
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let [beam_http, api, upstream, status, nginx, haproxy] = addrs[..] else {
-        bail!("cannot find six free ports");
-    };
+    let [beam_http, api, upstream, status, nginx, haproxy] = sims::free_tcp_ports()?;
     Ok(Ports {
         beam_http,
         api,

@@ -24,6 +24,7 @@
 
 mod beam_tcp;
 mod config;
+mod conn;
 mod harvest_raw;
 mod http;
 mod mqtt;
@@ -31,10 +32,12 @@ mod ready;
 mod report;
 mod scrape;
 mod send;
+mod sims;
 mod sink;
 mod sinks;
 mod tcp;
 mod tls_echo;
+mod tls_server;
 #[cfg(feature = "io-uring")]
 mod uring;
 

@@ -3,9 +3,11 @@
 //! CPU time of watched processes, and the one JSON line of results.
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context as _};
+use anyhow::{bail, ensure, Context as _};
 use hdrhistogram::Histogram;
 
 /// Longest window or warm-up accepted: runs stay bounded.
@@ -44,6 +46,76 @@ pub(crate) fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime>
             .enable_all()
             .build()?
     })
+}
+
+/// Flags the load tasks read.
+#[derive(Debug, Default)]
+pub(crate) struct Phase {
+    /// Inside the measured window: only then is anything counted.
+    pub(crate) measuring: AtomicBool,
+    pub(crate) stop: AtomicBool,
+}
+
+/// A measured window: its length and the watched processes' CPU times.
+pub(crate) struct Window {
+    /// Seconds, never 0 (rates divide by it).
+    pub(crate) secs: f64,
+    pub(crate) cpu: CpuWatch,
+    pub(crate) cpu_after: Vec<f64>,
+}
+
+/// Lets the load run through `warmup`, measures one `duration` window
+/// (`sleep(secs)` waits that long, or less when the load is done early),
+/// then tells the tasks to stop.
+pub(crate) async fn measure<F, Fut>(
+    phase: &Phase,
+    cpu: &[(String, u32)],
+    warmup: f64,
+    duration: f64,
+    sleep: F,
+) -> anyhow::Result<Window>
+where
+    F: Fn(f64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    sleep(warmup).await;
+    let cpu = CpuWatch::start(cpu)?;
+    let t0 = Instant::now();
+    phase.measuring.store(true, Ordering::SeqCst);
+    sleep(duration).await;
+    phase.measuring.store(false, Ordering::SeqCst);
+    let window = t0.elapsed();
+    let cpu_after = cpu.now()?;
+    phase.stop.store(true, Ordering::SeqCst);
+    Ok(Window {
+        secs: window.as_secs_f64().max(1e-9),
+        cpu,
+        cpu_after,
+    })
+}
+
+/// [`measure`]'s plain sleep.
+pub(crate) async fn sleep_secs(secs: f64) {
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+}
+
+/// Waits for every load task (each up to `limit`, after the stop) and hands
+/// each one's result to `each`; `what` names a task in errors.
+pub(crate) async fn join_all<T>(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<T>>>,
+    limit: Duration,
+    what: &str,
+    mut each: impl FnMut(T) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for t in tasks {
+        match tokio::time::timeout(limit, t).await {
+            Ok(Ok(Ok(v))) => each(v)?,
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(e)) => bail!("a {what} task failed: {e}"),
+            Err(_) => bail!("a {what} did not stop"),
+        }
+    }
+    Ok(())
 }
 
 /// Open loop: when operation `k` (0-based) of a sender offering `rate`/s

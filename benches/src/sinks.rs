@@ -23,8 +23,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use simgate::sinks::factory::{DefaultSinkFactory, SinkFactory as _};
 use simgate::sinks::{RecordOutcome, Sink, SinkRecord};
 use simgate::upstream::Upstream;
@@ -302,30 +300,14 @@ pub(crate) fn peer(a: &PeerArgs) -> anyhow::Result<()> {
         "https" => "https",
         other => bail!("sink-peer --service must be eventhubs, pubsub or https, not {other:?}"),
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&a.cert)
-        .with_context(|| format!("{}", a.cert.display()))?
-        .collect::<Result<_, _>>()?;
-    let key =
-        PrivateKeyDer::from_pem_file(&a.key).with_context(|| format!("{}", a.key.display()))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+    let mut tls = crate::tls_server::config(&a.cert, &a.key)?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let records = Arc::new(AtomicU64::new(0));
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("url=https://{}", listener.local_addr()?);
-        let deadline = tokio::time::sleep(Duration::from_secs(a.max_seconds));
-        tokio::pin!(deadline);
-        loop {
-            let (tcp, _) = tokio::select! {
-                r = listener.accept() => r?,
-                () = &mut deadline => return anyhow::Ok(()),
-            };
+        crate::tls_server::accept_until(&listener, a.max_seconds, |tcp| {
             let (acceptor, records) = (acceptor.clone(), Arc::clone(&records));
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
@@ -351,7 +333,8 @@ pub(crate) fn peer(a: &PeerArgs) -> anyhow::Result<()> {
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;
             });
-        }
+        })
+        .await
     })
 }
 

@@ -25,23 +25,18 @@
 //! requests are done in all) is reported as one JSON line.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
-use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use crate::conn::{self, Tally, RECONNECT_PAUSE, REQUEST_TIMEOUT};
 use crate::mqtt::{self, Incoming};
-use crate::report::{self, CpuWatch, JsonLine};
+use crate::report::{self, JsonLine, Phase};
 
-/// A request with no reply after this long is an error (and its connection
-/// is dropped).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed connect or an error before reconnecting.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
 /// Longest reply kept (a longer one is an error).
 const MAX_REPLY: usize = 1 << 20;
 
@@ -135,53 +130,12 @@ enum Check {
     Echo,
 }
 
-/// Flags the connections read.
+/// What the connections read.
 #[derive(Default)]
 struct Shared {
-    measuring: AtomicBool,
-    stop: AtomicBool,
+    phase: Phase,
     /// Requests started, all connections (for `--count`).
     started: AtomicU64,
-}
-
-/// One connection's counts inside the window.
-struct Tally {
-    latency_us: Histogram<u64>,
-    ok: u64,
-    bad_replies: u64,
-    io_errors: u64,
-    timeouts: u64,
-    connects: u64,
-    connect_errors: u64,
-}
-
-impl Tally {
-    fn new() -> anyhow::Result<Self> {
-        Ok(Self {
-            latency_us: report::latency_histogram()?,
-            ok: 0,
-            bad_replies: 0,
-            io_errors: 0,
-            timeouts: 0,
-            connects: 0,
-            connect_errors: 0,
-        })
-    }
-
-    fn add(&mut self, o: &Self) -> anyhow::Result<()> {
-        self.latency_us.add(&o.latency_us)?;
-        self.ok += o.ok;
-        self.bad_replies += o.bad_replies;
-        self.io_errors += o.io_errors;
-        self.timeouts += o.timeouts;
-        self.connects += o.connects;
-        self.connect_errors += o.connect_errors;
-        Ok(())
-    }
-
-    fn errors(&self) -> u64 {
-        self.bad_replies + self.io_errors + self.timeouts + self.connect_errors
-    }
 }
 
 pub(crate) fn run_tcp(a: &TcpArgs) -> anyhow::Result<()> {
@@ -291,27 +245,8 @@ async fn drive(
             }
         }
     };
-    sleep(a.warmup).await;
-    let cpu = CpuWatch::start(&a.cpu)?;
-    let t0 = Instant::now();
-    shared.measuring.store(true, Ordering::SeqCst);
-    sleep(a.duration).await;
-    shared.measuring.store(false, Ordering::SeqCst);
-    let window = t0.elapsed();
-    let cpu_after = cpu.now()?;
-    shared.stop.store(true, Ordering::SeqCst);
-
-    let mut total = Tally::new()?;
-    for t in tasks {
-        // Every exchange is bounded by REQUEST_TIMEOUT.
-        match tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(5), t).await {
-            Ok(Ok(Ok(tally))) => total.add(&tally)?,
-            Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(e)) => bail!("a connection task failed: {e}"),
-            Err(_) => bail!("a connection did not stop"),
-        }
-    }
-    let secs = window.as_secs_f64().max(1e-9);
+    let w = report::measure(&shared.phase, &a.cpu, a.warmup, a.duration, sleep).await?;
+    let total = conn::join_tallies(tasks).await?;
     let mut j = JsonLine::default();
     j.string("mode", mode)
         .string("label", &a.label)
@@ -320,17 +255,9 @@ async fn drive(
         .string("loop", if a.rate.is_some() { "open" } else { "closed" })
         .raw("offered_per_s", a.rate.map_or(0.0, |r| r.round()))
         .raw("size", a.size)
-        .raw("window_s", format!("{secs:.3}"))
-        .raw("requests", total.ok)
-        .raw("errors", total.errors())
-        .raw("bad_replies", total.bad_replies)
-        .raw("io_errors", total.io_errors)
-        .raw("timeouts", total.timeouts)
-        .raw("connect_errors", total.connect_errors)
-        .raw("connects", total.connects)
-        .raw("req_per_s", format!("{:.0}", total.ok as f64 / secs))
-        .latencies(&total.latency_us)
-        .cpu(&cpu, &cpu_after, total.ok);
+        .raw("window_s", format!("{:.3}", w.secs));
+    total.fields(&mut j, "bad_replies", w.secs);
+    j.cpu(&w.cpu, &w.cpu_after, total.ok);
     Ok(j.finish())
 }
 
@@ -450,28 +377,12 @@ fn reply_ok(check: &Check, reply: &[u8], message: &[u8]) -> bool {
 /// after an error.
 async fn connection(p: Plan, shared: Arc<Shared>) -> anyhow::Result<Tally> {
     let mut tally = Tally::new()?;
-    let mut conn: Option<Conn> = None;
+    let mut live: Option<Conn> = None;
     let mut k: u64 = 0;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let c = if let Some(c) = conn.as_mut() {
-            c
-        } else {
-            let measuring = shared.measuring.load(Ordering::Relaxed);
-            match tokio::time::timeout(REQUEST_TIMEOUT, dial(&p)).await {
-                Ok(Ok(c)) => {
-                    if measuring {
-                        tally.connects += 1;
-                    }
-                    conn.insert(c)
-                }
-                Ok(Err(_)) | Err(_) => {
-                    if measuring {
-                        tally.connect_errors += 1;
-                    }
-                    tokio::time::sleep(RECONNECT_PAUSE).await;
-                    continue;
-                }
-            }
+    while !shared.phase.stop.load(Ordering::Relaxed) {
+        let measuring = shared.phase.measuring.load(Ordering::Relaxed);
+        let Some(c) = conn::connected(&mut live, &mut tally, measuring, || dial(&p)).await else {
+            continue;
         };
         if let Some(limit) = p.count {
             if shared.started.fetch_add(1, Ordering::Relaxed) >= limit {
@@ -497,9 +408,9 @@ async fn connection(p: Plan, shared: Arc<Shared>) -> anyhow::Result<Tally> {
         };
         k += 1;
         let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange(c, &p)).await;
-        if !shared.measuring.load(Ordering::Relaxed) {
+        if !shared.phase.measuring.load(Ordering::Relaxed) {
             if !matches!(result, Ok(Ok(_))) {
-                conn = None;
+                live = None;
             }
             continue;
         }
@@ -508,21 +419,21 @@ async fn connection(p: Plan, shared: Arc<Shared>) -> anyhow::Result<Tally> {
                 tally.ok += 1;
                 report::record_since(&mut tally.latency_us, due);
             }
-            Ok(Ok(Outcome::BadReply)) => tally.bad_replies += 1,
+            Ok(Ok(Outcome::BadReply)) => tally.bad += 1,
             Ok(Err(_)) => {
                 tally.io_errors += 1;
-                conn = None;
+                live = None;
             }
             Err(_) => {
                 tally.timeouts += 1;
-                conn = None;
+                live = None;
             }
         }
-        if conn.is_none() {
+        if live.is_none() {
             tokio::time::sleep(RECONNECT_PAUSE).await;
         }
     }
-    if let (Some(c), Proto::Mqtt { .. }) = (conn.as_mut(), &p.proto) {
+    if let (Some(c), Proto::Mqtt { .. }) = (live.as_mut(), &p.proto) {
         // A clean goodbye, so the broker logs no abnormal disconnect.
         let _ = c.stream.write_all(&mqtt::DISCONNECT).await;
     }

@@ -11,11 +11,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context as _;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use crate::tls_server;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -46,35 +43,20 @@ pub(crate) struct TlsEchoArgs {
 }
 
 pub(crate) fn run(a: &TlsEchoArgs) -> anyhow::Result<()> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&a.cert)
-        .with_context(|| format!("{}", a.cert.display()))?
-        .collect::<Result<_, _>>()?;
-    let key =
-        PrivateKeyDer::from_pem_file(&a.key).with_context(|| format!("{}", a.key.display()))?;
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+    let tls = tls_server::config(&a.cert, &a.key)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let header = a.header;
     crate::report::runtime(a.threads)?.block_on(async {
         let listener = tokio::net::TcpListener::bind(a.listen).await?;
         println!("addr={}", listener.local_addr()?);
-        let deadline = tokio::time::sleep(Duration::from_secs(a.max_seconds));
-        tokio::pin!(deadline);
-        loop {
-            let (tcp, _) = tokio::select! {
-                r = listener.accept() => r?,
-                () = &mut deadline => return anyhow::Ok(()),
-            };
+        tls_server::accept_until(&listener, a.max_seconds, |tcp| {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 // A peer that breaks off is its own business.
                 let _ = serve(tcp, acceptor, header).await;
             });
-        }
+        })
+        .await
     })
 }
 

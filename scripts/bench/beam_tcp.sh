@@ -1,5 +1,6 @@
 # scripts/bench.sh beam-tcp (sourced by scripts/bench.sh; uses its helpers:
-# cleanup, stop, first_line, jmed, PIDS, WORK). See benches/README.md.
+# cleanup, stop, first_line, jmed, PIDS, WORK, and lib.sh's). See
+# benches/README.md.
 #
 # Beam's TCP entry (`[listen] beam_tcp`, SORACOM's beam.soracom.io:8023:
 # TCP in from the device, TLS out to the group's `tcps://` destination, the
@@ -168,10 +169,8 @@ beam_tcp_bench() {
   BT_PROXY_WORKERS=${BENCH_PROXY_WORKERS:-2}
   BT_UP_THREADS=${BENCH_UPSTREAM_THREADS:-1}
   LG_THREADS=${BENCH_LOADGEN_THREADS:-1}
-  local v t0 n side ports line rows=() f
-  for v in SECS WARMUP RUNS CONNS BT_SIZE BT_PROXY_WORKERS BT_UP_THREADS LG_THREADS; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
-  done
+  local t0 n side ports line rows=() f
+  bench_whole_numbers SECS WARMUP RUNS CONNS BT_SIZE BT_PROXY_WORKERS BT_UP_THREADS LG_THREADS
   ((SECS > 0 && RUNS > 0 && CONNS > 0 && CONNS <= 10000)) ||
     { echo "bench: BENCH_SECONDS and BENCH_RUNS must be positive, BENCH_CONNECTIONS 1..10000" >&2; exit 2; }
   [ -z "${BENCH_RATE:-}" ] || [[ $BENCH_RATE =~ ^[0-9]+$ ]] ||
@@ -180,29 +179,9 @@ beam_tcp_bench() {
   [ -x "$HAPROXY" ] || { echo "bench: haproxy not found (package haproxy): run scripts/setup.sh" >&2; exit 1; }
   command -v python3 >/dev/null || { echo "bench: python3 not found" >&2; exit 1; }
   t0=$(date +%s)
-  if [ -n "${BENCH_SIMGATE:-}" ] && [ -n "${BENCH_LOADGEN:-}" ]; then
-    echo "== using $BENCH_SIMGATE and $BENCH_LOADGEN (nothing built)"
-  elif [ -n "${BENCH_SIMGATE:-}" ]; then
-    echo "== building release binaries"
-    cargo build --release -p simgate-benches --bin loadgen
-  else
-    echo "== building release binaries"
-    cargo build --release -p simgate -p simgate-benches --bin simgate --bin loadgen
-  fi
-  WORK=$(mktemp -d -t simgate-bench.XXXXXX)
-  PIDS=()
-  trap cleanup EXIT
-  trap 'exit 130' INT TERM
-  # Other builds may replace target/release while we run: use copies.
-  mkdir "$WORK/bin"
-  cp "${BENCH_SIMGATE:-target/release/simgate}" "$WORK/bin/simgate"
-  cp "${BENCH_LOADGEN:-target/release/loadgen}" "$WORK/bin/loadgen"
-  SIMGATE=$WORK/bin/simgate
-  LOADGEN=$WORK/bin/loadgen
+  bench_binaries
   scripts/certs.sh "$WORK/certs" >/dev/null
-  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((4 * CONNS + 256)) ]; then
-    ulimit -n $((4 * CONNS + 256)) 2>/dev/null || true
-  fi
+  bench_fd_limit $((4 * CONNS + 256))
 
   ports=$("$LOADGEN" beam-tcp-config --dir "$WORK" --sims "$CONNS" --ca-file "$WORK/certs/ca.crt")
   BT_BEAM=$(sed -n 's/.*beam_tcp=\([^ ]*\).*/\1/p' <<<"$ports")

@@ -72,32 +72,12 @@ harvest_ingest_bench() {
   CONNS=${BENCH_CONNECTIONS:-64}
   HI_SIZE=${BENCH_SIZE:-100}
   LG_THREADS=${BENCH_LOADGEN_THREADS:-1}
-  local v t0 n side f rows=()
-  for v in SECS WARMUP RUNS CONNS HI_SIZE LG_THREADS; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
-  done
+  local t0 n side f rows=()
+  bench_whole_numbers SECS WARMUP RUNS CONNS HI_SIZE LG_THREADS
   ((SECS > 0 && RUNS > 0 && CONNS > 0 && CONNS <= 10000 && HI_SIZE >= 2 && HI_SIZE <= 1024)) ||
     { echo "bench: BENCH_SECONDS, BENCH_RUNS positive, BENCH_CONNECTIONS 1..10000, BENCH_SIZE 2..1024" >&2; exit 2; }
   t0=$(date +%s)
-  if [ -n "${BENCH_SIMGATE:-}" ] && [ -n "${BENCH_LOADGEN:-}" ]; then
-    echo "== using $BENCH_SIMGATE and $BENCH_LOADGEN (nothing built)"
-  elif [ -n "${BENCH_SIMGATE:-}" ]; then
-    echo "== building release binaries"
-    cargo build --release -p simgate-benches --bin loadgen
-  else
-    echo "== building release binaries"
-    cargo build --release -p simgate -p simgate-benches --bin simgate --bin loadgen
-  fi
-  WORK=$(mktemp -d -t simgate-bench.XXXXXX)
-  PIDS=()
-  trap cleanup EXIT
-  trap 'exit 130' INT TERM
-  # Other builds may replace target/release while we run: use copies.
-  mkdir "$WORK/bin"
-  cp "${BENCH_SIMGATE:-target/release/simgate}" "$WORK/bin/simgate"
-  cp "${BENCH_LOADGEN:-target/release/loadgen}" "$WORK/bin/loadgen"
-  SIMGATE=$WORK/bin/simgate
-  LOADGEN=$WORK/bin/loadgen
+  bench_binaries
 
   echo "== harvest-ingest: $CONNS concurrent writers / connections (one SIM each), $HI_SIZE-byte" \
     "entries, closed loop; ${SECS}s window (+${WARMUP}s warm-up) per side, $RUNS round(s);" \

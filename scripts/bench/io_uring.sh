@@ -94,17 +94,12 @@ io_uring_bench() {
     cargo build --release -p simgate-benches --features io-uring --bin loadgen
     built=target/release/loadgen
   fi
-  WORK=$(mktemp -d -t simgate-bench.XXXXXX)
+  bench_work
   # Other builds may replace target/release while we run: use a copy.
   cp "$built" "$WORK/loadgen"
   LOADGEN=$WORK/loadgen
-  PIDS=()
   SEQ=0
-  trap cleanup EXIT
-  trap 'exit 130' INT TERM
-  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((SOURCES + 256)) ]; then
-    ulimit -n $((SOURCES + 256)) 2>/dev/null || true
-  fi
+  bench_fd_limit $((SOURCES + 256))
 
   local passes=(none) reply side n sides=(recvmmsg io_uring)
   if [ "${BENCH_ECHO:-0}" = 1 ]; then

@@ -60,6 +60,55 @@ bench_rows() {
   echo "[$*]"
 }
 
+# ------------------------------------------------------------ scenario setup
+# For the scenario functions; cleanup (the EXIT trap) is bench.sh's.
+
+# Exits 2 unless every variable named holds a whole number.
+bench_whole_numbers() { # VAR...
+  local v
+  for v in "$@"; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number" >&2; exit 2; }
+  done
+}
+
+# WORK: a fresh work directory; cleanup stops the processes in PIDS and
+# removes it on exit.
+bench_work() {
+  WORK=$(mktemp -d -t simgate-bench.XXXXXX)
+  PIDS=()
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+# Raises the open-file limit to $1 if it is lower (and may be raised).
+bench_fd_limit() { # n
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$1" ]; then
+    ulimit -n "$1" 2>/dev/null || true
+  fi
+}
+
+# Makes WORK (bench_work) and sets SIMGATE and LOADGEN to copies in
+# $WORK/bin of BENCH_SIMGATE and BENCH_LOADGEN, or of release builds
+# (nothing is built when both are given).
+bench_binaries() {
+  if [ -n "${BENCH_SIMGATE:-}" ] && [ -n "${BENCH_LOADGEN:-}" ]; then
+    echo "== using $BENCH_SIMGATE and $BENCH_LOADGEN (nothing built)"
+  elif [ -n "${BENCH_SIMGATE:-}" ]; then
+    echo "== building release binaries"
+    cargo build --release -p simgate-benches --bin loadgen
+  else
+    echo "== building release binaries"
+    cargo build --release -p simgate -p simgate-benches --bin simgate --bin loadgen
+  fi
+  bench_work
+  # Other builds may replace target/release while we run: use copies.
+  mkdir "$WORK/bin"
+  cp "${BENCH_SIMGATE:-target/release/simgate}" "$WORK/bin/simgate"
+  cp "${BENCH_LOADGEN:-target/release/loadgen}" "$WORK/bin/loadgen"
+  SIMGATE=$WORK/bin/simgate
+  LOADGEN=$WORK/bin/loadgen
+}
+
 # ------------------------------------------------------------ all, --compare
 
 # Every scenario, in the order `all` runs them; one missing from this
