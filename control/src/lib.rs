@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod model;
 pub mod plane;

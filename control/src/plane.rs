@@ -30,6 +30,7 @@ mod auth;
 
 pub use auth::{AuthKeyInfo, CreatedAuthKey};
 
+use crate::cluster::store::{Committed, EtcdStore};
 use crate::config::Config;
 use crate::model::{
     Credential, CredentialId, Group, GroupId, Imei, Imsi, Subscriber, SubscriberStatus,
@@ -40,6 +41,28 @@ use crate::store::configuration;
 use crate::store::state::{canonical_ip, Change, Edit, State};
 use crate::store::token::{self, TokenDigest};
 use crate::store::{Loaded, Stamped, StaticSession, Store, StoreError, STORE_FILE};
+
+mod cluster;
+
+pub use cluster::ClusterStatusView;
+
+/// Where the control state is kept.
+enum Backend {
+    /// `{data_dir}/control.redb`: one node.
+    Local(Store),
+    /// A fleet's etcd.
+    Etcd(EtcdStore),
+}
+
+impl Backend {
+    /// How long a write may take before it is given up (503).
+    fn timeout(&self) -> std::time::Duration {
+        match self {
+            Self::Local(_) => std::time::Duration::from_secs(30),
+            Self::Etcd(e) => e.timeout,
+        }
+    }
+}
 
 /// The name of the token made on first start (or imported from a legacy
 /// `api.token`).
@@ -142,7 +165,7 @@ pub struct ControlPlane {
     /// IP → session; static sessions from the store are bound at open, and
     /// RADIUS binds its own here.
     pub sessions: Arc<SessionTable>,
-    store: Store,
+    store: Backend,
     state: RwLock<State>,
     /// Token digests, apart from `state` so checking a token takes no lock.
     tokens: ArcSwap<Vec<TokenDigest>>,
@@ -230,7 +253,7 @@ impl ControlPlane {
         Ok(Arc::new(Self {
             snapshot: Arc::new(SnapshotHandle::new(state.snapshot())),
             sessions,
-            store,
+            store: Backend::Local(store),
             tokens: ArcSwap::from_pointee(token_digests(&state)),
             state: RwLock::new(state),
             created_token: Mutex::new(created),
@@ -254,25 +277,47 @@ impl ControlPlane {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One mutation: rules, one durable write, then the new snapshot.
+    /// One mutation: rules, one durable write, then the new snapshot. In a
+    /// fleet, `f` runs again on the newer state when another node wrote
+    /// first (see `cluster::store`), so it must not consume what it edits.
     fn mutate<T>(
         &self,
-        f: impl FnOnce(&mut Edit<'_>) -> Result<T, StoreError>,
+        f: impl Fn(&mut Edit<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let mut edit = Edit::new(&mut state, now_ms());
-        // On any error below, dropping `edit` undoes it.
-        let out = f(&mut edit)?;
-        if edit.changes().is_empty() {
+        let deadline = std::time::Instant::now() + self.store.timeout();
+        loop {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            let mut edit = Edit::new(&mut state, now_ms());
+            // On any error below, dropping `edit` undoes it.
+            let out = f(&mut edit)?;
+            if edit.changes().is_empty() {
+                return Ok(out);
+            }
+            match &self.store {
+                Backend::Local(store) => store.commit(edit.changes(), None)?,
+                Backend::Etcd(etcd) => {
+                    let seen = etcd.fence();
+                    if let Committed::Stale = etcd.commit(edit.changes(), None)? {
+                        drop(edit);
+                        drop(state);
+                        etcd.wait_for_newer_fence(seen, deadline)?;
+                        continue;
+                    }
+                }
+            }
+            let changes = edit.finish();
+            self.publish(&state, &changes);
             return Ok(out);
         }
-        self.store.commit(edit.changes(), None)?;
-        let changes = edit.finish();
+    }
+
+    /// Makes committed `changes` (this node's or, in a fleet, another's)
+    /// visible: the snapshot, the static sessions, the token list.
+    fn publish(&self, state: &State, changes: &[Change]) {
         if changes.iter().any(Change::in_snapshot) {
-            self.snapshot
-                .store(patched(&self.snapshot.load(), &changes));
+            self.snapshot.store(patched(&self.snapshot.load(), changes));
         }
-        for change in &changes {
+        for change in changes {
             match change {
                 Change::Session(ip, Some(s)) => {
                     self.sessions.bind_static(*ip, s.session());
@@ -284,9 +329,8 @@ impl ControlPlane {
             }
         }
         if changes.iter().any(|c| matches!(c, Change::Token(..))) {
-            self.tokens.store(Arc::new(token_digests(&state)));
+            self.tokens.store(Arc::new(token_digests(state)));
         }
-        Ok(out)
     }
 
     /// Upserts everything `config` declares and keeps what the API added
@@ -317,7 +361,10 @@ impl ControlPlane {
         &self,
         stats: Arc<crate::radius::RadiusStats>,
     ) -> Result<Arc<dyn crate::radius::SessionPersistence>, StoreError> {
-        Ok(Arc::new(self.store.radius_sessions(stats)?))
+        match &self.store {
+            Backend::Local(store) => Ok(Arc::new(store.radius_sessions(stats)?)),
+            Backend::Etcd(etcd) => Ok(Arc::new(cluster::etcd_sessions(etcd, stats))),
+        }
     }
 
     // ---- subscribers ----
@@ -350,12 +397,12 @@ impl ControlPlane {
 
     /// Registers a SIM; `Conflict` if the IMSI exists.
     pub fn create_subscriber(&self, s: Subscriber) -> Result<Stamped<Subscriber>, StoreError> {
-        self.mutate(|e| e.create_subscriber(s))
+        self.mutate(|e| e.create_subscriber(s.clone()))
     }
 
     /// Replaces a SIM's record; `NotFound` if it does not exist.
     pub fn update_subscriber(&self, s: Subscriber) -> Result<Stamped<Subscriber>, StoreError> {
-        self.mutate(|e| e.update_subscriber(s))
+        self.mutate(|e| e.update_subscriber(s.clone()))
     }
 
     /// Removes a SIM and the static sessions naming it.
@@ -371,7 +418,7 @@ impl ControlPlane {
     ) -> Result<Stamped<Subscriber>, StoreError> {
         self.mutate(|e| {
             e.modify_subscriber(imsi, |s| {
-                s.group_id = group;
+                s.group_id = group.clone();
                 Ok(())
             })
         })
@@ -394,7 +441,7 @@ impl ControlPlane {
     ) -> Result<Stamped<Subscriber>, StoreError> {
         self.mutate(|e| {
             e.modify_subscriber(imsi, |s| {
-                s.tags.extend(tags);
+                s.tags.extend(tags.clone());
                 Ok(())
             })
         })
@@ -420,7 +467,7 @@ impl ControlPlane {
     ) -> Result<Stamped<Subscriber>, StoreError> {
         self.mutate(|e| {
             e.modify_subscriber(imsi, |s| {
-                s.imei_lock = imei;
+                s.imei_lock = imei.clone();
                 Ok(())
             })
         })
@@ -439,12 +486,12 @@ impl ControlPlane {
 
     pub fn create_group(&self, g: Group) -> Result<Stamped<Group>, StoreError> {
         self.check_funnel_endpoint(&g)?;
-        self.mutate(|e| e.create_group(g))
+        self.mutate(|e| e.create_group(g.clone()))
     }
 
     pub fn update_group(&self, g: Group) -> Result<Stamped<Group>, StoreError> {
         self.check_funnel_endpoint(&g)?;
-        self.mutate(|e| e.update_group(g))
+        self.mutate(|e| e.update_group(g.clone()))
     }
 
     /// Removes a group; `Conflict` while subscribers belong to it.
@@ -462,7 +509,7 @@ impl ControlPlane {
     ) -> Result<Stamped<Group>, StoreError> {
         let ns = configuration::namespace(namespace)?;
         self.mutate(|e| {
-            let g = e.put_configuration(id, ns, entries)?;
+            let g = e.put_configuration(id, ns, entries.clone())?;
             self.check_funnel_endpoint(&g.value)?;
             Ok(g)
         })
@@ -490,7 +537,7 @@ impl ControlPlane {
 
     /// Creates or replaces a credential set; `true` if it was created.
     pub fn put_credential(&self, c: Credential) -> Result<(Stamped<Credential>, bool), StoreError> {
-        self.mutate(|e| e.put_credential(c))
+        self.mutate(|e| e.put_credential(c.clone()))
     }
 
     /// Removes a credential set; `Conflict` while a group's Funnel uses it.
@@ -502,7 +549,14 @@ impl ControlPlane {
 
     /// Binds `ip` to a registered SIM, durably (a static session).
     pub fn put_session(&self, ip: IpAddr, session: Session) -> Result<StaticSession, StoreError> {
-        self.mutate(|e| e.put_session(ip, session.imsi, session.imei, session.msisdn))
+        self.mutate(|e| {
+            e.put_session(
+                ip,
+                session.imsi.clone(),
+                session.imei.clone(),
+                session.msisdn.clone(),
+            )
+        })
     }
 
     /// Removes the session of `ip`, static or learned from RADIUS.
@@ -516,7 +570,10 @@ impl ControlPlane {
             Some(_) => {
                 // Or it would come back at the next start.
                 if let IpAddr::V4(v4) = ip {
-                    self.store.remove_radius_session(v4)?;
+                    match &self.store {
+                        Backend::Local(store) => store.remove_radius_session(v4)?,
+                        Backend::Etcd(etcd) => Self::remove_radius_everywhere(etcd, v4)?,
+                    }
                 }
                 Ok(SessionSource::Radius)
             }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use simgate_control::radius::codec::DropReason;
 use simgate_control::radius::RadiusStats;
@@ -392,6 +393,13 @@ impl Metrics {
     /// `simgate_harvest_refused_total{reason="full"}` and
     /// `simgate_harvest_stored_bytes`, read from the store (not kept alive
     /// by the registry).
+    /// The control store's link to a fleet's etcd (`simgate_cluster_*`;
+    /// only `backend` on a single node).
+    pub fn register_cluster(&mut self, plane: &Arc<simgate_control::ControlPlane>) {
+        self.registry
+            .register_collector(Box::new(ClusterCollector(Arc::downgrade(plane))));
+    }
+
     pub fn register_harvest(&mut self, store: &Arc<crate::services::harvest::HarvestStore>) {
         self.registry
             .register_collector(Box::new(HarvestCollector(Arc::downgrade(store))));
@@ -553,9 +561,7 @@ impl Collector for HarvestCollector {
         )?;
         let m = family.encode_family(&[("reason", "full")])?;
         ConstCounter::new(store.refused_full()).encode(m)?;
-        let g = prometheus_client::metrics::gauge::ConstGauge::new(
-            i64::try_from(store.stored_bytes()).unwrap_or(i64::MAX),
-        );
+        let g = ConstGauge::new(i64::try_from(store.stored_bytes()).unwrap_or(i64::MAX));
         let m = encoder.encode_descriptor(
             "harvest_stored_bytes",
             "Bytes of Harvest keys and values stored, as counted against [harvest] max_bytes",
@@ -563,6 +569,82 @@ impl Collector for HarvestCollector {
             g.metric_type(),
         )?;
         g.encode(m)
+    }
+}
+
+#[derive(Debug)]
+struct ClusterCollector(std::sync::Weak<simgate_control::ControlPlane>);
+
+impl Collector for ClusterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(plane) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let s = plane.cluster_status();
+        let gauges: [(&str, &str, i64); 4] = [
+            (
+                "cluster_etcd_connected",
+                "1 if etcd answered this node's last call (1 on a single node)",
+                i64::from(s.connected),
+            ),
+            (
+                "cluster_etcd_revision",
+                "etcd's revision at the last probe",
+                s.etcd_revision,
+            ),
+            (
+                "cluster_applied_revision",
+                "The etcd revision this node's control state reflects",
+                s.applied_revision,
+            ),
+            (
+                "cluster_watch_lag_revisions",
+                "Revisions this node's state is behind etcd",
+                s.revision_lag,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(value);
+            let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(m)?;
+        }
+        let counters: [(&str, &str, u64); 4] = [
+            (
+                "cluster_watch_reconnects",
+                "Times the etcd watch was set up again",
+                s.watch_reconnects,
+            ),
+            (
+                "cluster_reloads",
+                "Full reloads of the control state (etcd compacted past this node)",
+                s.reloads,
+            ),
+            (
+                "cluster_write_retries",
+                "API writes run again because another node wrote first",
+                s.write_retries,
+            ),
+            (
+                "cluster_unreadable_events",
+                "etcd records this node could not read (skipped)",
+                s.unreadable_events,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(m)?;
+        }
+        let info = ConstGauge::new(1i64);
+        let mut family = encoder.encode_descriptor(
+            "cluster_backend",
+            "The control store in use (label backend: redb or etcd)",
+            None,
+            info.metric_type(),
+        )?;
+        let labels = [("backend", s.backend)];
+        info.encode(family.encode_family(&labels)?)?;
+        Ok(())
     }
 }
 

@@ -68,6 +68,49 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// The control plane: the fleet's etcd with `[cluster] etcd`, else
+/// `{data_dir}/control.redb`. Blocks (reads files, may write).
+fn open_control(config: &Config) -> anyhow::Result<Arc<ControlPlane>> {
+    let cluster = &config.cluster;
+    if !cluster.uses_etcd() {
+        return ControlPlane::open(&config.data_dir, config).with_context(|| {
+            format!(
+                "cannot open the control store in {}",
+                config.data_dir.display()
+            )
+        });
+    }
+    let tls = if cluster.etcd.iter().any(|e| e.starts_with("https://")) {
+        let settings = simgate_control::config::UpstreamSettings {
+            ca_file: cluster.ca_file.clone(),
+            ..config.upstream.clone()
+        };
+        let upstream = Upstream::new(&settings).context("[cluster] ca_file")?;
+        let identity = match (&cluster.cert_file, &cluster.key_file) {
+            (Some(cert), Some(key)) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("[cluster] cannot read {}", p.display()))
+                };
+                Some(
+                    crate::upstream::ClientIdentity::from_pem("etcd", &read(cert)?, &read(key)?)
+                        .context("[cluster] cert_file / key_file")?,
+                )
+            }
+            _ => None,
+        };
+        Some(upstream.stream_tls_config(identity.as_ref())?)
+    } else {
+        None
+    };
+    ControlPlane::open_cluster(&config.data_dir, config, cluster, tls).with_context(|| {
+        format!(
+            "cannot open the fleet's control state in etcd {:?}",
+            cluster.etcd
+        )
+    })
+}
+
 /// Starts simgate with the real sinks.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     // Reads the system roots and the CA files: off the async workers.
@@ -96,14 +139,7 @@ async fn start_inner(
     // the async workers.
     let plane = {
         let seed = config.clone();
-        tokio::task::spawn_blocking(move || ControlPlane::open(&seed.data_dir, &seed))
-            .await?
-            .with_context(|| {
-                format!(
-                    "cannot open the control store in {}",
-                    config.data_dir.display()
-                )
-            })?
+        tokio::task::spawn_blocking(move || open_control(&seed)).await??
     };
     let created_token = plane.take_created_token();
 
@@ -113,6 +149,7 @@ async fn start_inner(
     let mut metrics = Metrics::new();
     let radius_stats = Arc::new(RadiusStats::new());
     metrics.register_radius(Arc::clone(&radius_stats));
+    metrics.register_cluster(&plane);
     metrics.register_harvest(&harvest);
     // Walks the stored files to count their bytes: off the async workers.
     let harvest_files = {

@@ -88,7 +88,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid(m) => Self::bad_request(m),
             StoreError::InvalidState(m) => Self::new(StatusCode::CONFLICT, "invalid_state", m),
-            StoreError::Io(_) | StoreError::Storage(_) => {
+            StoreError::Io(_) | StoreError::Storage(_) | StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "control store write failed");
                 let mut r = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -13,6 +13,9 @@ use crate::model::{
 };
 use crate::snapshot::{Session, Snapshot};
 
+mod cluster;
+pub use cluster::ClusterSettings;
+
 /// The embedded default: demo operator, a demo group with Harvest on, and a
 /// demo SIM bound to 127.0.0.1, so `simgate serve` works with no cloud.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -60,6 +63,9 @@ pub struct Config {
     /// RADIUS accounting (sessions from the packet gateway).
     #[serde(default)]
     pub radius: crate::radius::RadiusConfig,
+    /// A fleet: control state in etcd, Harvest in PostgreSQL.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
     #[serde(default)]
     pub operators: Vec<Operator>,
     #[serde(default)]
@@ -520,6 +526,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         let mut seen = HashMap::new();
         for g in &self.groups {
             if seen.insert(g.id.clone(), ()).is_some() {

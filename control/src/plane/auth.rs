@@ -63,7 +63,7 @@ impl ControlPlane {
             if !e.state().operators.contains_key(operator) {
                 return Err(not_found("operator", operator));
             }
-            e.put_auth_key(record)
+            e.put_auth_key(record.clone())
         })?;
         Ok(CreatedAuthKey {
             auth_key_id,

@@ -53,6 +53,10 @@ pub trait SessionPersistence: Send + Sync + std::fmt::Debug {
     fn save(&self, ip: Ipv4Addr, nas: IpAddr, session: &Session);
     /// `ip` is no longer bound by RADIUS.
     fn remove(&self, ip: Ipv4Addr);
+    /// An Interim-Update repeated the binding of `ip`: the session is still
+    /// alive. Stores that expire sessions (a fleet's etcd leases) extend it;
+    /// others need do nothing.
+    fn refresh(&self, _ip: Ipv4Addr, _nas: IpAddr, _session: &Session) {}
 }
 
 /// Who made a binding through RADIUS, so Accounting-On/Off from that gateway
@@ -241,9 +245,11 @@ impl AccountingHandler {
         }
         let binding = Binding { nas, imsi: r.imsi };
         let rebound = self.bound.get(&r.framed_ip) != Some(&binding);
-        if changed || rebound {
-            if let Some(p) = &self.persistence {
+        if let Some(p) = &self.persistence {
+            if changed || rebound {
                 p.save(r.framed_ip, nas, &session);
+            } else {
+                p.refresh(r.framed_ip, nas, &session);
             }
         }
         self.bound.insert(r.framed_ip, binding);

@@ -21,8 +21,8 @@
 
 pub mod auth_key;
 pub mod configuration;
-mod radius_sessions;
-mod records;
+pub(crate) mod radius_sessions;
+pub(crate) mod records;
 pub mod schema;
 pub(crate) mod state;
 pub mod token;
@@ -30,14 +30,11 @@ pub mod token;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableTable as _, TableDefinition};
+use redb::{Database, ReadableTable as _, TableDefinition};
 
-use crate::model::{GroupId, IdError, Imsi, Operator};
+use crate::model::IdError;
 pub use radius_sessions::{RadiusSessionWriter, BATCH_WINDOW as RADIUS_SESSIONS_BATCH_WINDOW};
-use schema::{
-    AUTH_KEYS, CREDENTIALS, GROUPS, KEY_SEEDED_AT, META, OPERATORS, SCHEMA_VERSION, SESSIONS,
-    SUBSCRIBERS, TOKENS,
-};
+use schema::{KEY_SEEDED_AT, META, SCHEMA_VERSION};
 use state::{Change, State};
 pub use state::{Stamped, StaticSession};
 
@@ -79,6 +76,10 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("control store: {0}")]
     Storage(#[from] Box<redb::Error>),
+    /// The fleet's etcd cannot be reached (or this node cannot catch up
+    /// with it): nothing was written; retry later (the API answers 503).
+    #[error("control store unavailable: {0}")]
+    Unavailable(String),
     #[error("cannot encode a control store record: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -171,43 +172,13 @@ impl Store {
     pub(crate) fn load(&self) -> Result<Loaded, StoreError> {
         let txn = self.db.begin_read()?;
         let mut state = State::default();
-        each(&txn, OPERATORS, |key, bytes| {
-            let op: Operator = records::decode("operators", key, bytes)?;
-            state.operators.insert(op.id.clone(), op.into());
-            Ok(())
-        })?;
-        each(&txn, GROUPS, |key, bytes| {
-            let g = records::decode_stamped("groups", key, bytes)?;
-            state.groups.insert(parse_key::<GroupId>("groups", key)?, g);
-            Ok(())
-        })?;
-        each(&txn, SUBSCRIBERS, |key, bytes| {
-            let s = records::decode_stamped("subscribers", key, bytes)?;
-            state
-                .subscribers
-                .insert(parse_key::<Imsi>("subscribers", key)?, s);
-            Ok(())
-        })?;
-        each(&txn, CREDENTIALS, |key, bytes| {
-            let c = records::decode_credential("credentials", key, bytes)?;
-            state.credentials.insert(c.value.id.clone(), c);
-            Ok(())
-        })?;
-        each(&txn, SESSIONS, |key, bytes| {
-            let (ip, s) = records::decode_session("sessions", key, bytes)?;
-            state.sessions.insert(ip, s);
-            Ok(())
-        })?;
-        each(&txn, TOKENS, |key, bytes| {
-            let t = records::decode_token("tokens", key, bytes)?;
-            state.tokens.insert(t.name.clone(), t);
-            Ok(())
-        })?;
-        each(&txn, AUTH_KEYS, |key, bytes| {
-            let k = auth_key::decode("auth_keys", key, bytes)?;
-            state.auth_keys.insert(k.id.clone(), k);
-            Ok(())
-        })?;
+        for name in records::TABLES {
+            let table = txn.open_table(TableDefinition::<&str, &[u8]>::new(name))?;
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                state.apply(records::decode_change(name, k.value(), Some(v.value()))?);
+            }
+        }
         let seeded = txn.open_table(META)?.get(KEY_SEEDED_AT)?.is_some();
         Ok(Loaded { state, seeded })
     }
@@ -221,61 +192,22 @@ impl Store {
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
-            let mut operators = txn.open_table(OPERATORS)?;
-            let mut groups = txn.open_table(GROUPS)?;
-            let mut subscribers = txn.open_table(SUBSCRIBERS)?;
-            let mut credentials = txn.open_table(CREDENTIALS)?;
-            let mut sessions = txn.open_table(SESSIONS)?;
-            let mut tokens = txn.open_table(TOKENS)?;
-            let mut auth_keys = txn.open_table(AUTH_KEYS)?;
+            let mut tables = Vec::with_capacity(records::TABLES.len());
+            for name in records::TABLES {
+                tables.push(txn.open_table(TableDefinition::<&str, &[u8]>::new(name))?);
+            }
             for change in changes {
-                match change {
-                    Change::Operator(id, Some(op)) => {
-                        operators.insert(id.as_str(), serde_json::to_vec(&**op)?.as_slice())?;
+                let r = records::encode_change(change)?;
+                let i = records::TABLES
+                    .iter()
+                    .position(|t| *t == r.table)
+                    .unwrap_or_default();
+                match &r.value {
+                    Some(v) => {
+                        tables[i].insert(r.key.as_str(), v.as_slice())?;
                     }
-                    Change::Operator(id, None) => {
-                        operators.remove(id.as_str())?;
-                    }
-                    Change::Group(id, Some(g)) => {
-                        groups.insert(id.as_str(), records::encode_stamped(g)?.as_slice())?;
-                    }
-                    Change::Group(id, None) => {
-                        groups.remove(id.as_str())?;
-                    }
-                    Change::Subscriber(imsi, Some(s)) => {
-                        subscribers
-                            .insert(imsi.as_str(), records::encode_stamped(s)?.as_slice())?;
-                    }
-                    Change::Subscriber(imsi, None) => {
-                        subscribers.remove(imsi.as_str())?;
-                    }
-                    Change::Credential(id, Some(c)) => {
-                        credentials
-                            .insert(id.as_str(), records::encode_credential(c)?.as_slice())?;
-                    }
-                    Change::Credential(id, None) => {
-                        credentials.remove(id.as_str())?;
-                    }
-                    Change::Session(ip, Some(s)) => {
-                        sessions.insert(
-                            ip.to_string().as_str(),
-                            records::encode_session(s)?.as_slice(),
-                        )?;
-                    }
-                    Change::Session(ip, None) => {
-                        sessions.remove(ip.to_string().as_str())?;
-                    }
-                    Change::Token(name, Some(t)) => {
-                        tokens.insert(name.as_str(), records::encode_token(t)?.as_slice())?;
-                    }
-                    Change::Token(name, None) => {
-                        tokens.remove(name.as_str())?;
-                    }
-                    Change::AuthKey(id, Some(k)) => {
-                        auth_keys.insert(id.as_str(), auth_key::encode(k)?.as_slice())?;
-                    }
-                    Change::AuthKey(id, None) => {
-                        auth_keys.remove(id.as_str())?;
+                    None => {
+                        tables[i].remove(r.key.as_str())?;
                     }
                 }
             }
@@ -286,30 +218,6 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
-}
-
-fn each(
-    txn: &ReadTransaction,
-    def: TableDefinition<'_, &str, &[u8]>,
-    mut f: impl FnMut(&str, &[u8]) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let table = txn.open_table(def)?;
-    for entry in table.iter()? {
-        let (k, v) = entry?;
-        f(k.value(), v.value())?;
-    }
-    Ok(())
-}
-
-fn parse_key<T: std::str::FromStr<Err = IdError>>(
-    table: &'static str,
-    key: &str,
-) -> Result<T, StoreError> {
-    key.parse().map_err(|e: IdError| StoreError::Corrupt {
-        table,
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
 }
 
 #[cfg(test)]
@@ -394,7 +302,7 @@ mod tests {
         {
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(SUBSCRIBERS)
+            txn.open_table(schema::SUBSCRIBERS)
                 .unwrap()
                 .insert("001010000000001", b"not json".as_slice())
                 .unwrap();

@@ -41,6 +41,23 @@ struct Row {
     nas: IpAddr,
 }
 
+/// A learned session as stored (here and in a fleet's etcd).
+pub(crate) fn encode_row(nas: IpAddr, session: &Session) -> Option<Vec<u8>> {
+    serde_json::to_vec(&Row {
+        imsi: session.imsi.clone(),
+        imei: session.imei.clone(),
+        msisdn: session.msisdn.clone(),
+        nas,
+    })
+    .ok()
+}
+
+/// The gateway and the session of a stored row; `None` if unreadable.
+pub(crate) fn decode_row(bytes: &[u8]) -> Option<(IpAddr, Session)> {
+    let row: Row = serde_json::from_slice(bytes).ok()?;
+    Some((row.nas, Session::new(row.imsi, row.imei, row.msisdn)))
+}
+
 enum Op {
     Save(Ipv4Addr, Vec<u8>),
     Remove(Ipv4Addr),
@@ -92,19 +109,12 @@ impl RadiusSessionWriter {
         for item in table.iter()? {
             let (k, v) = item?;
             let key = k.value();
-            let decoded = key
-                .parse::<Ipv4Addr>()
-                .ok()
-                .zip(serde_json::from_slice::<Row>(v.value()).ok());
-            let Some((ip, row)) = decoded else {
+            let decoded = key.parse::<Ipv4Addr>().ok().zip(decode_row(v.value()));
+            let Some((ip, (nas, session))) = decoded else {
                 tracing::warn!(key, "unreadable RADIUS session row skipped");
                 continue;
             };
-            out.push(PersistedSession {
-                ip,
-                nas: row.nas,
-                session: Session::new(row.imsi, row.imei, row.msisdn),
-            });
+            out.push(PersistedSession { ip, nas, session });
         }
         Ok(out)
     }
@@ -119,13 +129,7 @@ impl SessionPersistence for RadiusSessionWriter {
     }
 
     fn save(&self, ip: Ipv4Addr, nas: IpAddr, session: &Session) {
-        let row = Row {
-            imsi: session.imsi.clone(),
-            imei: session.imei.clone(),
-            msisdn: session.msisdn.clone(),
-            nas,
-        };
-        if let Ok(bytes) = serde_json::to_vec(&row) {
+        if let Some(bytes) = encode_row(nas, session) {
             self.send(Op::Save(ip, bytes));
         }
     }

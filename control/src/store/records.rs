@@ -11,12 +11,13 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::state::{StaticSession, TokenRecord};
+use super::state::{Change, StaticSession, TokenRecord};
 use super::token::TokenDigest;
 use super::{Stamped, StoreError};
 use crate::model::{
     AwsCredentials, AzureCredentials, Credential, CredentialId, CredentialKind,
-    GoogleServiceAccountJson, Imei, Imsi, Msisdn, PskCredentials, Secret, X509Credentials,
+    GoogleServiceAccountJson, Imei, Imsi, Msisdn, Operator, PskCredentials, Secret,
+    X509Credentials,
 };
 
 /// A stamped entity as written: `{"value":…,"createdAt":…,"lastModifiedAt":…}`.
@@ -342,6 +343,152 @@ pub(crate) fn decode_token(
         name: key.to_owned(),
         digest,
         created_at: r.created_at,
+    })
+}
+
+/// The tables of the control state, by the names the stores use (redb
+/// table names, etcd key segments).
+pub(crate) const TABLES: [&str; 7] = [
+    "operators",
+    "groups",
+    "subscribers",
+    "credentials",
+    "sessions",
+    "tokens",
+    "auth_keys",
+];
+
+/// A [`Change`] as it is written: its table, its key, and its bytes (`None`:
+/// removed). Both stores (redb, etcd) write and read changes through these
+/// two functions only.
+pub(crate) struct Record {
+    pub(crate) table: &'static str,
+    pub(crate) key: String,
+    pub(crate) value: Option<Vec<u8>>,
+}
+
+pub(crate) fn encode_change(change: &Change) -> Result<Record, StoreError> {
+    fn rec(table: &'static str, key: String, value: Option<Vec<u8>>) -> Record {
+        Record { table, key, value }
+    }
+    Ok(match change {
+        Change::Operator(id, v) => rec(
+            "operators",
+            id.to_string(),
+            v.as_deref().map(serde_json::to_vec).transpose()?,
+        ),
+        Change::Group(id, v) => rec(
+            "groups",
+            id.to_string(),
+            v.as_ref().map(encode_stamped).transpose()?,
+        ),
+        Change::Subscriber(imsi, v) => rec(
+            "subscribers",
+            imsi.to_string(),
+            v.as_ref().map(encode_stamped).transpose()?,
+        ),
+        Change::Credential(id, v) => rec(
+            "credentials",
+            id.to_string(),
+            v.as_ref().map(encode_credential).transpose()?,
+        ),
+        Change::Session(ip, v) => rec(
+            "sessions",
+            ip.to_string(),
+            v.as_ref().map(encode_session).transpose()?,
+        ),
+        Change::Token(name, v) => rec(
+            "tokens",
+            name.clone(),
+            v.as_ref().map(encode_token).transpose()?,
+        ),
+        Change::AuthKey(id, v) => rec(
+            "auth_keys",
+            id.clone(),
+            v.as_ref().map(super::auth_key::encode).transpose()?,
+        ),
+    })
+}
+
+/// The change that a record of `table` under `key` stands for; `value`
+/// `None` is its removal.
+pub(crate) fn decode_change(
+    table: &str,
+    key: &str,
+    value: Option<&[u8]>,
+) -> Result<Change, StoreError> {
+    fn parse_key<T: std::str::FromStr>(table: &'static str, key: &str) -> Result<T, StoreError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        key.parse().map_err(|e: T::Err| StoreError::Corrupt {
+            table,
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+    Ok(match table {
+        "operators" => {
+            let t = "operators";
+            Change::Operator(
+                parse_key(t, key)?,
+                value
+                    .map(|b| decode::<Operator>(t, key, b).map(Arc::new))
+                    .transpose()?,
+            )
+        }
+        "groups" => {
+            let t = "groups";
+            Change::Group(
+                parse_key(t, key)?,
+                value.map(|b| decode_stamped(t, key, b)).transpose()?,
+            )
+        }
+        "subscribers" => {
+            let t = "subscribers";
+            Change::Subscriber(
+                parse_key(t, key)?,
+                value.map(|b| decode_stamped(t, key, b)).transpose()?,
+            )
+        }
+        "credentials" => {
+            let t = "credentials";
+            Change::Credential(
+                parse_key(t, key)?,
+                value.map(|b| decode_credential(t, key, b)).transpose()?,
+            )
+        }
+        "sessions" => {
+            let t = "sessions";
+            let ip: IpAddr = key.parse().map_err(|_| StoreError::Corrupt {
+                table: t,
+                key: key.to_owned(),
+                reason: "key is not an IP address".into(),
+            })?;
+            Change::Session(
+                ip,
+                value
+                    .map(|b| decode_session(t, key, b).map(|(_, s)| s))
+                    .transpose()?,
+            )
+        }
+        "tokens" => Change::Token(
+            key.to_owned(),
+            value.map(|b| decode_token("tokens", key, b)).transpose()?,
+        ),
+        "auth_keys" => Change::AuthKey(
+            key.to_owned(),
+            value
+                .map(|b| super::auth_key::decode("auth_keys", key, b))
+                .transpose()?,
+        ),
+        other => {
+            return Err(StoreError::Corrupt {
+                table: "(unknown)",
+                key: format!("{other}/{key}"),
+                reason: "not a table of the control state".into(),
+            })
+        }
     })
 }
 

@@ -146,7 +146,7 @@ impl Change {
 
 impl State {
     /// Applies `change` and returns the change that undoes it.
-    fn apply(&mut self, change: Change) -> Change {
+    pub(crate) fn apply(&mut self, change: Change) -> Change {
         fn put<K: Ord + Clone, V>(m: &mut BTreeMap<K, V>, k: &K, v: Option<V>) -> Option<V> {
             match v {
                 Some(v) => m.insert(k.clone(), v),

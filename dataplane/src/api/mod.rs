@@ -42,13 +42,25 @@ pub fn router(state: ApiState, services: Arc<Services>) -> Router {
         .merge(dead_letter_api::router(services));
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .with_state(state)
         .merge(simgate_control::api::router(Arc::clone(&plane)))
         .merge(simgate_control::api::protect(protected, plane))
         // The console's static files: no token, they hold no data.
         .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+}
+
+/// `ok` and, as JSON, the control store in use and (in a fleet) this node's
+/// link to etcd and its session count. Always 200 while the node serves:
+/// a node cut off from etcd still carries traffic from its own state.
+async fn health(State(state): State<ApiState>) -> impl IntoResponse {
+    let cluster = state.plane.cluster_status();
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "store": cluster,
+        "sessions": state.plane.sessions.len(),
+    }))
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {

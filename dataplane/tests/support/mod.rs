@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub(crate) mod certs;
+pub(crate) mod etcd;
 pub(crate) mod https_peer;
 pub(crate) mod kinesalite;
 pub(crate) mod mosquitto;

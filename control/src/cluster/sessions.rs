@@ -1,0 +1,202 @@
+//! Sessions learned from RADIUS, shared by the fleet: the handler on any
+//! node writes them to `{prefix}/radius/{ip}` and every node's watch binds
+//! them in its own session table (`plane/cluster.rs`).
+//!
+//! Each session key is attached to an etcd lease, so a session whose
+//! gateway went quiet (no Interim-Update, no Stop) ends on every node when
+//! the lease expires. One lease per session would cost a grant per Start;
+//! instead sessions written in the same window of `ttl / 10` share one lease
+//! of `ttl` plus that window, and an Interim-Update moves its session to the
+//! current window's lease (only when the window changed, so a burst of
+//! Interim-Updates costs nothing). A session thus lives between `ttl` and
+//! `ttl × 1.1` after its last Start or Interim-Update.
+//!
+//! Like the redb writer, this writes behind: the RADIUS listener never waits
+//! for etcd. Changes are gathered for [`BATCH_WINDOW`], the last per address
+//! kept, and written in transactions of at most 120 operations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::etcd::{EtcdClient, Op};
+use super::keys::Keys;
+use crate::radius::{PersistedSession, RadiusStats, SessionPersistence};
+use crate::snapshot::Session;
+use crate::store::radius_sessions::encode_row;
+
+/// How long changes are gathered before they are written: short, because
+/// the fleet promises a Start is seen everywhere within a second.
+pub(crate) const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+enum Change {
+    Save {
+        ip: Ipv4Addr,
+        row: Vec<u8>,
+        /// An Interim-Update repeating the binding: written only to move the
+        /// session to a newer lease.
+        refresh: bool,
+    },
+    Remove(Ipv4Addr),
+}
+
+/// The fleet's [`SessionPersistence`].
+#[derive(Debug)]
+pub(crate) struct EtcdSessions {
+    queue: mpsc::UnboundedSender<Change>,
+}
+
+impl EtcdSessions {
+    pub(crate) fn spawn(
+        client: EtcdClient,
+        keys: Keys,
+        ttl: Duration,
+        stats: Arc<RadiusStats>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        runtime.spawn(write_loop(client, keys, ttl, stats, rx));
+        Self { queue: tx }
+    }
+}
+
+impl SessionPersistence for EtcdSessions {
+    /// Nothing: the node binds the fleet's sessions from etcd itself, at
+    /// start and from its watch.
+    fn restore(&self) -> Vec<PersistedSession> {
+        Vec::new()
+    }
+
+    fn save(&self, ip: Ipv4Addr, nas: IpAddr, session: &Session) {
+        if let Some(row) = encode_row(nas, session) {
+            let _ = self.queue.send(Change::Save {
+                ip,
+                row,
+                refresh: false,
+            });
+        }
+    }
+
+    fn refresh(&self, ip: Ipv4Addr, nas: IpAddr, session: &Session) {
+        if let Some(row) = encode_row(nas, session) {
+            let _ = self.queue.send(Change::Save {
+                ip,
+                row,
+                refresh: true,
+            });
+        }
+    }
+
+    fn remove(&self, ip: Ipv4Addr) {
+        let _ = self.queue.send(Change::Remove(ip));
+    }
+}
+
+/// Leases by window: the current window's lease, granted on first use.
+struct Leases {
+    ttl: Duration,
+    window: Duration,
+    started: Instant,
+    current: Option<(u64, i64)>,
+}
+
+impl Leases {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            window: (ttl / 10).max(Duration::from_secs(1)),
+            started: Instant::now(),
+            current: None,
+        }
+    }
+
+    fn window_now(&self) -> u64 {
+        (self.started.elapsed().as_millis() / self.window.as_millis().max(1)) as u64
+    }
+
+    async fn lease(&mut self, client: &EtcdClient) -> Result<(u64, i64), super::etcd::EtcdError> {
+        let w = self.window_now();
+        if let Some((cw, id)) = self.current {
+            if cw == w {
+                return Ok((w, id));
+            }
+        }
+        let id = client.grant_lease(self.ttl + self.window).await?;
+        self.current = Some((w, id));
+        Ok((w, id))
+    }
+}
+
+async fn write_loop(
+    client: EtcdClient,
+    keys: Keys,
+    ttl: Duration,
+    stats: Arc<RadiusStats>,
+    mut rx: mpsc::UnboundedReceiver<Change>,
+) {
+    let mut leases = Leases::new(ttl);
+    // The window each address's key was last written in (to skip refreshes).
+    let mut written: HashMap<Ipv4Addr, u64> = HashMap::new();
+    while let Some(first) = rx.recv().await {
+        let mut pending: BTreeMap<Ipv4Addr, Change> = BTreeMap::new();
+        absorb(&mut pending, first);
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while let Ok(Some(c)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            absorb(&mut pending, c);
+        }
+        let (window, lease) = match leases.lease(&client).await {
+            Ok(l) => l,
+            Err(e) => {
+                stats.count_persist_error();
+                tracing::error!(error = %e, changes = pending.len(),
+                    "cannot get an etcd lease for RADIUS sessions; they stay on this node only");
+                continue;
+            }
+        };
+        let mut ops = Vec::with_capacity(pending.len());
+        for (ip, c) in pending {
+            match c {
+                Change::Save { row, refresh, .. } => {
+                    if refresh && written.get(&ip) == Some(&window) {
+                        continue;
+                    }
+                    written.insert(ip, window);
+                    ops.push(Op::Put {
+                        key: keys.radius(ip),
+                        value: row,
+                        lease,
+                    });
+                }
+                Change::Remove(ip) => {
+                    written.remove(&ip);
+                    ops.push(Op::Delete {
+                        key: keys.radius(ip),
+                    });
+                }
+            }
+        }
+        for chunk in ops.chunks(120) {
+            if let Err(e) = client.txn(&[], chunk).await {
+                stats.count_persist_error();
+                tracing::error!(error = %e, changes = chunk.len(),
+                    "cannot write RADIUS sessions to etcd; they stay on this node only");
+            }
+        }
+    }
+}
+
+fn absorb(pending: &mut BTreeMap<Ipv4Addr, Change>, c: Change) {
+    let ip = match &c {
+        Change::Save { ip, .. } | Change::Remove(ip) => *ip,
+    };
+    // A refresh never downgrades a pending save of a changed binding.
+    if let (Change::Save { refresh: true, .. }, Some(Change::Save { refresh: false, .. })) =
+        (&c, pending.get(&ip))
+    {
+        return;
+    }
+    pending.insert(ip, c);
+}

@@ -1,0 +1,184 @@
+//! A real etcd cluster (Debian's `etcd-server`) of N members on loopback,
+//! each member a child process that can be stopped and started again; all
+//! are killed when the guard drops.
+
+use std::net::{IpAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::process::binary;
+
+struct Member {
+    name: String,
+    client: String,
+    peer: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// The cluster; `endpoints()` for simgate's `[cluster] etcd`.
+pub(crate) struct EtcdCluster {
+    members: Vec<Member>,
+    initial_cluster: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Two free ports on `ip` (bound at once, so they differ), released.
+fn two_ports(ip: IpAddr) -> (u16, u16) {
+    let a = std::net::TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+    let b = std::net::TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+    let ports = (
+        a.local_addr().map(|a| a.port()).unwrap_or_default(),
+        b.local_addr().map(|a| a.port()).unwrap_or_default(),
+    );
+    drop((a, b));
+    ports
+}
+
+impl EtcdCluster {
+    /// Starts `n` members on `base.1`, `base.2`, … (e.g. `127.0.95`), each on
+    /// ports the OS picked, and waits until every one answers.
+    pub(crate) fn start(n: usize, base: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut members = Vec::new();
+        for i in 1..=n {
+            let ip: IpAddr = format!("{base}.{i}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{base}.{i}: {e}"));
+            let (c, p) = two_ports(ip);
+            members.push(Member {
+                name: format!("m{i}"),
+                client: format!("http://{ip}:{c}"),
+                peer: format!("http://{ip}:{p}"),
+                dir: dir.path().join(format!("m{i}")),
+                child: None,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            members,
+            initial_cluster,
+            _dir: dir,
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for i in 0..n {
+            cluster.wait_ready(i);
+        }
+        cluster
+    }
+
+    pub(crate) fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client.clone()).collect()
+    }
+
+    /// TOML for `[cluster] etcd = [...]`.
+    pub(crate) fn toml_endpoints(&self) -> String {
+        let quoted: Vec<String> = self.endpoints().iter().map(|e| format!("{e:?}")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let bin = binary("etcd", "etcd-server");
+        let initial = self.initial_cluster.clone();
+        let m = &mut self.members[i];
+        let state = if m.dir.exists() { "existing" } else { "new" };
+        let log = std::fs::File::create(self._dir.path().join(format!("{}.log", m.name)))
+            .unwrap_or_else(|e| panic!("log: {e}"));
+        let child = Command::new(bin)
+            .args([
+                "--name",
+                &m.name,
+                "--data-dir",
+                &m.dir.display().to_string(),
+                "--listen-client-urls",
+                &m.client,
+                "--advertise-client-urls",
+                &m.client,
+                "--listen-peer-urls",
+                &m.peer,
+                "--initial-advertise-peer-urls",
+                &m.peer,
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-state",
+                state,
+                "--initial-cluster-token",
+                "simgate-test",
+                // Fast elections for tests of failures.
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start etcd: {e}"));
+        m.child = Some(child);
+    }
+
+    fn wait_ready(&self, i: usize) {
+        let m = &self.members[i];
+        let addr = m.client.trim_start_matches("http://").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(&addr).is_ok() && healthy(&m.client) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd member {} did not become healthy; see its log",
+                m.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills member `i` (SIGKILL).
+    pub(crate) fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts every member again on its data and ports (all at once: one
+    /// alone has no quorum), and waits for them.
+    pub(crate) fn restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+            self.spawn(i);
+        }
+        for i in 0..self.members.len() {
+            self.wait_ready(i);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+}
+
+/// `/health` of one member says true (it has a leader).
+fn healthy(client: &str) -> bool {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "2", &format!("{client}/health")])
+        .output();
+    matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("\"true\""))
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
