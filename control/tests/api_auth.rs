@@ -14,7 +14,7 @@ use simgate_control::Config;
 
 mod common;
 
-use common::{assert_error, send, Gw, Reply};
+use common::{assert_error, send, stored_bytes, Gw, Reply};
 
 const OP: &str = "OP0000000001";
 const KEYS: &str = "/v1/operators/OP0000000001/auth_keys";
@@ -267,7 +267,7 @@ async fn secrets_are_shown_once_and_stored_hashed() {
         (id, secret)
     };
     // Not in the store file either, in any form a grep would find.
-    let bytes = std::fs::read(dir.path().join("control.redb")).unwrap();
+    let bytes = stored_bytes(dir.path());
     let hay = String::from_utf8_lossy(&bytes);
     assert!(hay.contains(&id), "the id is stored");
     assert!(!hay.contains(&secret));

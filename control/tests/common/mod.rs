@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt as _;
 use serde_json::Value;
+use simgate_control::config::ClusterSettings;
 use simgate_control::plane::api_token_path;
 use simgate_control::{api, Config, ControlPlane};
 use tower::ServiceExt as _;
@@ -20,8 +21,15 @@ pub struct Gw {
     pub token: String,
 }
 
+/// The control plane on `dir`: the redb store, or, with
+/// `SIMGATE_TEST_ETCD=http://host:port[,…]` set (as `scripts/test.sh` does
+/// for a second pass), the etcd store under a prefix of its own per data
+/// dir, so every API test runs against both backends.
 pub fn open(dir: &Path, seed: &Config) -> Gw {
-    let plane = ControlPlane::open(dir, seed).unwrap();
+    let plane = match etcd_settings(dir) {
+        Some(settings) => ControlPlane::open_cluster(dir, seed, &settings, None).unwrap(),
+        None => ControlPlane::open(dir, seed).unwrap(),
+    };
     let token = std::fs::read_to_string(api_token_path(dir))
         .unwrap()
         .trim()
@@ -30,6 +38,46 @@ pub fn open(dir: &Path, seed: &Config) -> Gw {
         app: api::router(Arc::clone(&plane)),
         plane,
         token,
+    }
+}
+
+fn etcd_settings(dir: &Path) -> Option<ClusterSettings> {
+    let endpoints = std::env::var("SIMGATE_TEST_ETCD").ok()?;
+    if endpoints.is_empty() {
+        return None;
+    }
+    let name: String = dir
+        .display()
+        .to_string()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    Some(ClusterSettings {
+        etcd: endpoints.split(',').map(str::to_owned).collect(),
+        prefix: format!("/test-{name}"),
+        ..ClusterSettings::default()
+    })
+}
+
+/// Everything the store behind `dir` holds, as bytes a grep would search:
+/// the redb file, or every key and value under the etcd prefix (etcdctl).
+pub fn stored_bytes(dir: &Path) -> Vec<u8> {
+    match etcd_settings(dir) {
+        None => std::fs::read(dir.join("control.redb")).unwrap(),
+        Some(s) => {
+            let out = std::process::Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args([
+                    &format!("--endpoints={}", s.etcd.join(",")),
+                    "get",
+                    "--prefix",
+                    &s.prefix,
+                ])
+                .output()
+                .expect("etcdctl (package etcd-client): run scripts/setup.sh");
+            assert!(out.status.success(), "{out:?}");
+            out.stdout
+        }
     }
 }
 
