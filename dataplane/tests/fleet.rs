@@ -183,11 +183,16 @@ async fn a_fleet_shares_groups_sims_and_sessions_and_survives_etcd_failures() {
     )
     .await;
     assert!(s == 200 || s == 201, "{s} {body}");
-    let took = within(Duration::from_secs(5), "A's group used by C", || async {
-        harvest_udp(c, dev, b"{\"t\":1}").await.as_deref() == Some(&b"201\n"[..])
+    let took = within(Duration::from_secs(5), "B's session on C", || async {
+        c.run.server.plane.sessions.lookup(dev).is_some()
     })
     .await;
-    eprintln!("write on A/B to effect on C: {took:?}");
+    eprintln!("static session written on B, bound on C after {took:?}");
+    assert_eq!(
+        harvest_udp(c, dev, b"{\"t\":1}").await.as_deref(),
+        Some(&b"201\n"[..]),
+        "A's group and SIM, B's session, used by C"
+    );
 
     // A RADIUS Start sent to node B lets the device's traffic through node C;
     // a Stop sent to node C ends it on node B.
@@ -303,6 +308,46 @@ async fn a_fleet_shares_groups_sims_and_sessions_and_survives_etcd_failures() {
     })
     .await;
 
+    // Node D, a `simgate serve` process that knows only etcd member 3:
+    // cut off while the others write and etcd compacts its history, it
+    // reloads everything when member 3 is back; then `kill -9`.
+    let mut d = ProcessNode::spawn(&etcd.endpoint(2), "/fleet-1");
+    d.wait_healthy().await;
+    etcd.kill(2);
+    harvest_sim(a, "while-d-away", "001010000000505").await;
+    within(Duration::from_secs(5), "C has it", || async {
+        api(c, "GET", "/v1/subscribers/001010000000505", "").await.0 == 200
+    })
+    .await;
+    etcd.compact(0);
+    etcd.restart(2);
+    within(
+        Duration::from_secs(20),
+        "D reloaded after compaction",
+        || async {
+            d.api_get(&nodes[0].token, "/v1/subscribers/001010000000505")
+                .await
+                .0
+                == 200
+        },
+    )
+    .await;
+    let health = d.api_get(&nodes[0].token, "/health").await.1;
+    let reloads = health["store"]["reloads"].as_u64().unwrap_or(0);
+    assert!(reloads >= 1, "{health}");
+    // A RADIUS Start sent to D reaches C, and outlives D's kill -9 (the
+    // session is in etcd, on its lease).
+    let late: IpAddr = "127.0.96.3".parse().unwrap();
+    assert!(radclient(d.radius, "127.0.96.3", "001010000000505", "Start").await);
+    within(
+        Duration::from_secs(5),
+        "D's RADIUS session on C",
+        || async { nodes[2].run.server.plane.sessions.lookup(late).is_some() },
+    )
+    .await;
+    d.kill9();
+    assert!(nodes[2].run.server.plane.sessions.lookup(late).is_some());
+
     // A node stopped: the others carry on.
     let stopped = nodes.remove(1);
     stopped.run.server.shutdown().await;
@@ -316,6 +361,122 @@ async fn a_fleet_shares_groups_sims_and_sessions_and_survives_etcd_failures() {
         harvest_udp(c, dev, b"{\"t\":3}").await.as_deref(),
         Some(&b"201\n"[..])
     );
+}
+
+/// A node as its own `simgate serve` process (API and RADIUS on
+/// 127.0.97.1, ports the OS picked), SIGKILLed on drop.
+struct ProcessNode {
+    child: std::process::Child,
+    api: SocketAddr,
+    radius: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl ProcessNode {
+    fn spawn(endpoint: &str, prefix: &str) -> Self {
+        let ip: IpAddr = "127.0.97.1".parse().unwrap();
+        // Held together so they differ; released just before the spawn.
+        let api_l = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let radius_s = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let api = api_l.local_addr().unwrap();
+        let radius = radius_s.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("simgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"data_dir = {data:?}
+[listen]
+http = "127.0.0.1:0"
+unified = "127.0.0.1:0"
+harvest = "127.0.0.1:0"
+api = "{api}"
+beam_http = "127.0.0.1:0"
+beam_website = "127.0.0.1:0"
+beam_tcp = "127.0.0.1:0"
+beam_mqtt = "127.0.0.1:0"
+
+[radius]
+listen = "{radius}"
+default_secret = "fleet-secret"
+
+[cluster]
+etcd = [{endpoint:?}]
+prefix = {prefix:?}
+node = "d"
+request_timeout_ms = 2000
+"#,
+                data = dir.path().join("data").display().to_string(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        drop((api_l, radius_s));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("SIMGATE_CONFIG")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            api,
+            radius,
+            _dir: dir,
+        }
+    }
+
+    async fn wait_healthy(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default();
+                panic!("node d exited ({status}):\n{log}");
+            }
+            let up = tokio::net::TcpStream::connect(self.api).await.is_ok();
+            if up && self.api_get("", "/health").await.0 == 200 {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "node d did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn api_get(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let auth = format!("Bearer {token}");
+        let (status, _, body) = http_request(
+            "127.0.0.1".parse().unwrap(),
+            self.api,
+            "GET",
+            "localhost",
+            path,
+            &[("Authorization", auth.as_str())],
+            b"",
+        )
+        .await;
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 async fn put_tags(n: &Node, imsi: &str, side: &str) {

@@ -150,6 +150,52 @@ impl EtcdCluster {
         }
     }
 
+    /// Starts member `i` again on its data and ports (the others keep the
+    /// quorum), and waits for it.
+    pub(crate) fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_ready(i);
+    }
+
+    /// Compacts the history up to the current revision (through member
+    /// `via`), so a watch resuming from before it is refused.
+    pub(crate) fn compact(&self, via: usize) -> i64 {
+        let endpoint = &self.members[via].client;
+        let out = Command::new(binary("etcdctl", "etcd-client"))
+            .env("ETCDCTL_API", "3")
+            .args([
+                &format!("--endpoints={endpoint}"),
+                "endpoint",
+                "status",
+                "-w",
+                "json",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("etcdctl: {e}"));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("etcdctl endpoint status: {e}: {out:?}"));
+        let revision = status[0]["Status"]["header"]["revision"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no revision in {status}"));
+        let out = Command::new(binary("etcdctl", "etcd-client"))
+            .env("ETCDCTL_API", "3")
+            .args([
+                &format!("--endpoints={endpoint}"),
+                "compact",
+                &revision.to_string(),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("etcdctl: {e}"));
+        assert!(out.status.success(), "etcdctl compact: {out:?}");
+        revision
+    }
+
+    /// The client endpoint of member `i`.
+    pub(crate) fn endpoint(&self, i: usize) -> String {
+        self.members[i].client.clone()
+    }
+
     /// Starts every member again on its data and ports (all at once: one
     /// alone has no quorum), and waits for them.
     pub(crate) fn restart_all(&mut self) {
