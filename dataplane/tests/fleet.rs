@@ -347,6 +347,23 @@ async fn a_fleet_shares_groups_sims_and_sessions_and_survives_etcd_failures() {
     .await;
     d.kill9();
     assert!(nodes[2].run.server.plane.sessions.lookup(late).is_some());
+    // The gateway restarts (Accounting-On, sent to A, which never bound
+    // that session): its sessions end on every node.
+    assert!(
+        radclient(
+            nodes[0].run.server.bound.radius.unwrap(),
+            "127.0.96.3",
+            "001010000000505",
+            "Accounting-On"
+        )
+        .await
+    );
+    within(
+        Duration::from_secs(5),
+        "Accounting-On on A ends D's session on C",
+        || async { nodes[2].run.server.plane.sessions.lookup(late).is_none() },
+    )
+    .await;
 
     // A node stopped: the others carry on.
     let stopped = nodes.remove(1);

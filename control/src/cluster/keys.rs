@@ -54,6 +54,12 @@ impl Keys {
         format!("{}/radius/{ip}", self.prefix).into_bytes()
     }
 
+    /// `[start, end)` covering the RADIUS sessions.
+    pub(crate) fn radius_range(&self) -> (Vec<u8>, Vec<u8>) {
+        let start = format!("{}/radius/", self.prefix).into_bytes();
+        (start.clone(), range_end(&start))
+    }
+
     /// `[start, end)` covering every key of the fleet.
     pub(crate) fn all(&self) -> (Vec<u8>, Vec<u8>) {
         let start = format!("{}/", self.prefix).into_bytes();

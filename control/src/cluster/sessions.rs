@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::etcd::{EtcdClient, Op};
+use super::etcd::{Compare, EtcdClient, Op};
 use super::keys::Keys;
 use crate::radius::{PersistedSession, RadiusStats, SessionPersistence};
 use crate::snapshot::Session;
-use crate::store::radius_sessions::encode_row;
+use crate::store::radius_sessions::{decode_row, encode_row};
 
 /// How long changes are gathered before they are written: short, because
 /// the fleet promises a Start is seen everywhere within a second.
@@ -41,6 +41,8 @@ enum Change {
         refresh: bool,
     },
     Remove(Ipv4Addr),
+    /// Accounting-On/Off: every session this gateway reported ends.
+    ClearNas(IpAddr),
 }
 
 /// The fleet's [`SessionPersistence`].
@@ -93,6 +95,10 @@ impl SessionPersistence for EtcdSessions {
     fn remove(&self, ip: Ipv4Addr) {
         let _ = self.queue.send(Change::Remove(ip));
     }
+
+    fn clear_nas(&self, nas: IpAddr) {
+        let _ = self.queue.send(Change::ClearNas(nas));
+    }
 }
 
 /// Leases by window: the current window's lease, granted on first use.
@@ -140,57 +146,129 @@ async fn write_loop(
     let mut leases = Leases::new(ttl);
     // The window each address's key was last written in (to skip refreshes).
     let mut written: HashMap<Ipv4Addr, u64> = HashMap::new();
-    while let Some(first) = rx.recv().await {
+    let mut next = rx.recv().await;
+    while let Some(first) = next.take() {
         let mut pending: BTreeMap<Ipv4Addr, Change> = BTreeMap::new();
-        absorb(&mut pending, first);
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-        while let Ok(Some(c)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            absorb(&mut pending, c);
+        // An Accounting-On/Off ends the batch before it: what came earlier
+        // is written first, what comes later survives it.
+        let mut clear = None;
+        match first {
+            Change::ClearNas(nas) => clear = Some(nas),
+            c => absorb(&mut pending, c),
         }
-        let (window, lease) = match leases.lease(&client).await {
-            Ok(l) => l,
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while clear.is_none() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Change::ClearNas(nas))) => clear = Some(nas),
+                Ok(Some(c)) => absorb(&mut pending, c),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !pending.is_empty() {
+            write(&client, &keys, &mut leases, &mut written, &stats, pending).await;
+        }
+        if let Some(nas) = clear {
+            clear_nas(&client, &keys, &mut written, &stats, nas).await;
+        }
+        next = rx.recv().await;
+    }
+}
+
+async fn write(
+    client: &EtcdClient,
+    keys: &Keys,
+    leases: &mut Leases,
+    written: &mut HashMap<Ipv4Addr, u64>,
+    stats: &RadiusStats,
+    pending: BTreeMap<Ipv4Addr, Change>,
+) {
+    let (window, lease) = match leases.lease(client).await {
+        Ok(l) => l,
+        Err(e) => {
+            stats.count_persist_error();
+            tracing::error!(error = %e, changes = pending.len(),
+                "cannot get an etcd lease for RADIUS sessions; they stay on this node only");
+            return;
+        }
+    };
+    let mut ops = Vec::with_capacity(pending.len());
+    for (ip, c) in pending {
+        match c {
+            Change::Save { row, refresh, .. } => {
+                if refresh && written.get(&ip) == Some(&window) {
+                    continue;
+                }
+                written.insert(ip, window);
+                ops.push(Op::Put {
+                    key: keys.radius(ip),
+                    value: row,
+                    lease,
+                });
+            }
+            Change::Remove(ip) => {
+                written.remove(&ip);
+                ops.push(Op::Delete {
+                    key: keys.radius(ip),
+                });
+            }
+            Change::ClearNas(_) => {}
+        }
+    }
+    for chunk in ops.chunks(120) {
+        if let Err(e) = client.txn(&[], chunk).await {
+            stats.count_persist_error();
+            tracing::error!(error = %e, changes = chunk.len(),
+                "cannot write RADIUS sessions to etcd; they stay on this node only");
+        }
+    }
+}
+
+/// Deletes every session `nas` reported, whichever node bound it (each key
+/// only if unchanged since read, so a newer Start from elsewhere stays).
+async fn clear_nas(
+    client: &EtcdClient,
+    keys: &Keys,
+    written: &mut HashMap<Ipv4Addr, u64>,
+    stats: &RadiusStats,
+    nas: IpAddr,
+) {
+    let (start, end) = keys.radius_range();
+    let kvs = match client.range_all(&start, &end).await {
+        Ok((kvs, _)) => kvs,
+        Err(e) => {
+            stats.count_persist_error();
+            tracing::error!(error = %e, %nas, "cannot read the fleet's RADIUS sessions to end a gateway's");
+            return;
+        }
+    };
+    let mut cleared = 0usize;
+    for kv in kvs {
+        let Some((row_nas, _)) = decode_row(&kv.value) else {
+            continue;
+        };
+        if row_nas != nas {
+            continue;
+        }
+        if let super::keys::Kind::Radius(ip) = keys.classify(&kv.key) {
+            written.remove(&ip);
+        }
+        let guard = [Compare::ModRevision(kv.key.clone(), kv.mod_revision)];
+        match client.txn(&guard, &[Op::Delete { key: kv.key }]).await {
+            Ok(o) if o.succeeded => cleared += 1,
+            Ok(_) => {}
             Err(e) => {
                 stats.count_persist_error();
-                tracing::error!(error = %e, changes = pending.len(),
-                    "cannot get an etcd lease for RADIUS sessions; they stay on this node only");
-                continue;
-            }
-        };
-        let mut ops = Vec::with_capacity(pending.len());
-        for (ip, c) in pending {
-            match c {
-                Change::Save { row, refresh, .. } => {
-                    if refresh && written.get(&ip) == Some(&window) {
-                        continue;
-                    }
-                    written.insert(ip, window);
-                    ops.push(Op::Put {
-                        key: keys.radius(ip),
-                        value: row,
-                        lease,
-                    });
-                }
-                Change::Remove(ip) => {
-                    written.remove(&ip);
-                    ops.push(Op::Delete {
-                        key: keys.radius(ip),
-                    });
-                }
-            }
-        }
-        for chunk in ops.chunks(120) {
-            if let Err(e) = client.txn(&[], chunk).await {
-                stats.count_persist_error();
-                tracing::error!(error = %e, changes = chunk.len(),
-                    "cannot write RADIUS sessions to etcd; they stay on this node only");
+                tracing::error!(error = %e, %nas, "cannot end a gateway's RADIUS session in etcd");
             }
         }
     }
+    tracing::info!(%nas, cleared, "Accounting-On/Off: the gateway's sessions ended across the fleet");
 }
 
 fn absorb(pending: &mut BTreeMap<Ipv4Addr, Change>, c: Change) {
     let ip = match &c {
         Change::Save { ip, .. } | Change::Remove(ip) => *ip,
+        Change::ClearNas(_) => return,
     };
     // A refresh never downgrades a pending save of a changed binding.
     if let (Change::Save { refresh: true, .. }, Some(Change::Save { refresh: false, .. })) =

@@ -57,6 +57,11 @@ pub trait SessionPersistence: Send + Sync + std::fmt::Debug {
     /// alive. Stores that expire sessions (a fleet's etcd leases) extend it;
     /// others need do nothing.
     fn refresh(&self, _ip: Ipv4Addr, _nas: IpAddr, _session: &Session) {}
+    /// Accounting-On/Off from `nas`: every session that gateway reported is
+    /// over, including those other nodes of a fleet bound. Stores that only
+    /// hold this handler's bindings need do nothing (`remove` was called
+    /// for each of them).
+    fn clear_nas(&self, _nas: IpAddr) {}
 }
 
 /// Who made a binding through RADIUS, so Accounting-On/Off from that gateway
@@ -306,6 +311,9 @@ impl AccountingHandler {
             }
             false
         });
+        if let Some(p) = persistence {
+            p.clear_nas(nas);
+        }
         self.stats.count_sessions_cleared(cleared);
         tracing::info!(%nas, cleared, "RADIUS Accounting-On/Off: gateway's sessions ended");
     }
