@@ -508,3 +508,111 @@ async fn put_tags(n: &Node, imsi: &str, side: &str) {
         assert_eq!(s, 200, "{side}{i}: {body}");
     }
 }
+
+/// `[cluster]` over TLS (the member's certificate verified against
+/// `ca_file`) with etcd's password authentication: a node works within
+/// the prefix its etcd user may use; a wrong password or an untrusted
+/// certificate stops it at start with an error that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_uses_etcd_over_tls_with_a_password() {
+    let certs = support::certs::Certs::generate();
+    let etcd = EtcdCluster::start_tls(support::etcd::Tls {
+        cert: certs.server_cert(support::certs::ServerCert::Localhost),
+        key: certs.server_key(support::certs::ServerCert::Localhost),
+        ca: certs.ca(),
+    });
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "gate:gatepw"],
+        &["role", "add", "gate"],
+        &[
+            "role",
+            "grant-permission",
+            "gate",
+            "--prefix=true",
+            "readwrite",
+            "/tls/",
+        ],
+        &["user", "grant-role", "gate", "gate"],
+        &["auth", "enable"],
+    ] {
+        etcd.etcdctl(0, args);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("etcd.password");
+    std::fs::write(&password, "gatepw\n").unwrap();
+    let config = |data: &std::path::Path, pw: &std::path::Path, ca: bool| {
+        let ca_line = if ca {
+            format!("ca_file = {:?}", certs.ca().display().to_string())
+        } else {
+            String::new()
+        };
+        Config::parse(&format!(
+            r#"data_dir = {data:?}
+{LISTEN_ANY_PORT}
+[cluster]
+etcd = {endpoints}
+prefix = "/tls"
+username = "gate"
+password_file = {pw:?}
+{ca_line}
+request_timeout_ms = 2000
+
+[[operators]]
+id = "OP0000000001"
+"#,
+            data = data.display().to_string(),
+            endpoints = etcd.toml_endpoints(),
+            pw = pw.display().to_string(),
+        ))
+        .unwrap()
+    };
+
+    let node_dir = tempfile::tempdir().unwrap();
+    let server = server::start(config(node_dir.path(), &password, true))
+        .await
+        .unwrap();
+    let run = Running {
+        server,
+        dir: node_dir,
+    };
+    let token = run.token();
+    let n = Node { run, token };
+    harvest_sim(&n, "tls", "001010000000606").await;
+    let (_, _, body) = api_get(&n.run, "/health", None).await;
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(health["store"]["backend"], "etcd", "{health}");
+    assert_eq!(health["store"]["connected"], true, "{health}");
+    // The records are where the user may write, in etcd.
+    let keys = etcd.etcdctl(
+        0,
+        &[
+            "--user=root:rootpw",
+            "get",
+            "--prefix",
+            "--keys-only",
+            "/tls/control/subscribers/",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&keys.stdout).contains("001010000000606"));
+
+    let wrong = dir.path().join("wrong.password");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let err = server::start(config(&dir.path().join("w"), &wrong, true))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("authenticate") && msg.contains("etcd"),
+        "{msg}"
+    );
+    let err = server::start(config(&dir.path().join("c"), &password, false))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("etcd") && msg.to_lowercase().contains("certificate"),
+        "{msg}"
+    );
+}

@@ -312,12 +312,17 @@ impl EtcdClient {
             "start_revision": start_revision.to_string(),
             "progress_notify": true,
         }});
-        let (endpoint, response) = self.send("watch", "/v3/watch", &req, None).await?;
+        let token = self.token(self.inner.options.timeout).await?;
+        let (endpoint, response) = self
+            .send("watch", "/v3/watch", &req, token.as_deref())
+            .await?;
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
             let bytes = collect(&endpoint, body, self.inner.options.timeout).await?;
-            return Err(refused("watch", status.as_u16(), &bytes));
+            let err = refused("watch", status.as_u16(), &bytes);
+            self.forget_token_if(&err);
+            return Err(err);
         }
         let mut buf: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -335,7 +340,8 @@ impl EtcdClient {
                 match item {
                     Ok(v) => {
                         consumed = stream.byte_offset();
-                        if let Some(batch) = watch_result(v)? {
+                        let result = watch_result(v).inspect_err(|e| self.forget_token_if(e));
+                        if let Some(batch) = result? {
                             on_batch(batch);
                         }
                     }
@@ -380,6 +386,17 @@ impl EtcdClient {
                 continue;
             }
             return Err(err);
+        }
+    }
+
+    /// After an auth error: the next call authenticates again.
+    fn forget_token_if(&self, e: &EtcdError) {
+        if is_auth_error(e) {
+            *self
+                .inner
+                .token
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
         }
     }
 

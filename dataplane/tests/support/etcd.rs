@@ -21,7 +21,17 @@ struct Member {
 pub(crate) struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
+    tls: Option<Tls>,
     _dir: tempfile::TempDir,
+}
+
+/// Clients reach the members over TLS with this server certificate (for
+/// 127.0.0.1), verified against `ca`.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) ca: PathBuf,
 }
 
 /// Two free ports on `ip` (bound at once, so they differ), released.
@@ -40,6 +50,15 @@ impl EtcdCluster {
     /// Starts `n` members on `base.1`, `base.2`, … (e.g. `127.0.95`), each on
     /// ports the OS picked, and waits until every one answers.
     pub(crate) fn start(n: usize, base: &str) -> Self {
+        Self::start_with(n, base, None)
+    }
+
+    /// One member on 127.0.0.1 whose clients must use TLS.
+    pub(crate) fn start_tls(tls: Tls) -> Self {
+        Self::start_with(1, "127.0.0", Some(tls))
+    }
+
+    fn start_with(n: usize, base: &str, tls: Option<Tls>) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut members = Vec::new();
         for i in 1..=n {
@@ -47,9 +66,10 @@ impl EtcdCluster {
                 .parse()
                 .unwrap_or_else(|e| panic!("{base}.{i}: {e}"));
             let (c, p) = two_ports(ip);
+            let scheme = if tls.is_some() { "https" } else { "http" };
             members.push(Member {
                 name: format!("m{i}"),
-                client: format!("http://{ip}:{c}"),
+                client: format!("{scheme}://{ip}:{c}"),
                 peer: format!("http://{ip}:{p}"),
                 dir: dir.path().join(format!("m{i}")),
                 child: None,
@@ -63,6 +83,7 @@ impl EtcdCluster {
         let mut cluster = Self {
             members,
             initial_cluster,
+            tls,
             _dir: dir,
         };
         for i in 0..n {
@@ -87,11 +108,22 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let bin = binary("etcd", "etcd-server");
         let initial = self.initial_cluster.clone();
-        let m = &mut self.members[i];
+        let m = &self.members[i];
         let state = if m.dir.exists() { "existing" } else { "new" };
         let log = std::fs::File::create(self._dir.path().join(format!("{}.log", m.name)))
             .unwrap_or_else(|e| panic!("log: {e}"));
+        let tls_args: Vec<String> = match &self.tls {
+            Some(t) => vec![
+                "--cert-file".into(),
+                t.cert.display().to_string(),
+                "--key-file".into(),
+                t.key.display().to_string(),
+            ],
+            None => Vec::new(),
+        };
+        let m = &mut self.members[i];
         let child = Command::new(bin)
+            .args(&tls_args)
             .args([
                 "--name",
                 &m.name,
@@ -127,10 +159,14 @@ impl EtcdCluster {
 
     fn wait_ready(&self, i: usize) {
         let m = &self.members[i];
-        let addr = m.client.trim_start_matches("http://").to_owned();
+        let addr = m
+            .client
+            .split_once("://")
+            .map_or(m.client.as_str(), |(_, a)| a)
+            .to_owned();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if TcpStream::connect(&addr).is_ok() && healthy(&m.client) {
+            if TcpStream::connect(&addr).is_ok() && self.healthy(&m.client) {
                 return;
             }
             assert!(
@@ -208,17 +244,35 @@ impl EtcdCluster {
         }
     }
 
+    /// `/health` of one member says true (it has a leader).
+    fn healthy(&self, client: &str) -> bool {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-m", "2", &format!("{client}/health")]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert").arg(&t.ca);
+        }
+        matches!(cmd.output(), Ok(o) if String::from_utf8_lossy(&o.stdout).contains("\"true\""))
+    }
+
+    /// Runs `etcdctl ARGS` against member `i` (with the CA when TLS).
+    pub(crate) fn etcdctl(&self, i: usize, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(binary("etcdctl", "etcd-client"));
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.members[i].client));
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cacert={}", t.ca.display()));
+        }
+        let out = cmd
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("etcdctl: {e}"));
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+        out
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.members.len()
     }
-}
-
-/// `/health` of one member says true (it has a leader).
-fn healthy(client: &str) -> bool {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "2", &format!("{client}/health")])
-        .output();
-    matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("\"true\""))
 }
 
 impl Drop for EtcdCluster {
