@@ -8,12 +8,8 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Stdio;
-use std::time::Duration;
 
 use common::*;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 const BODY: &str = r#"
 [[operators]]
@@ -42,35 +38,12 @@ async fn api(run: &Running, method: &str, path: &str, body: &str) -> (u16, Vec<u
     (status, body)
 }
 
-/// Sends one accounting request with radclient; true if it was answered.
+/// One accounting request for the test SIM; true if it was answered.
 async fn radclient(radius: SocketAddr, secret: &str, status_type: &str) -> bool {
-    let mut child = Command::new("radclient")
-        .args([
-            "-x",
-            "-r",
-            "1",
-            "-t",
-            "2",
-            &radius.to_string(),
-            "acct",
-            secret,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("radclient is not installed (package freeradius-utils): run scripts/setup.sh");
     let attrs = format!(
         "Acct-Status-Type = {status_type}\nFramed-IP-Address = {SIM_IP}\n3GPP-IMSI = \"{IMSI}\"\n3GPP-IMEISV = \"3530000000007701\"\nCalling-Station-Id = \"818000000777\"\nAcct-Session-Id = \"e2e-1\"\n"
     );
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(attrs.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("radclient finished")
-        .unwrap();
-    out.status.success()
+    common::radclient(radius, secret, &attrs).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,6 @@ use common::*;
 use simgate::server;
 use simgate_control::Config;
 use support::etcd::EtcdCluster;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 struct Node {
     run: Running,
@@ -106,35 +104,12 @@ async fn harvest_udp(n: &Node, src: IpAddr, payload: &[u8]) -> Option<Vec<u8>> {
     udp_request(src, n.run.server.bound.harvest_udp.unwrap(), payload).await
 }
 
-/// One accounting request with radclient; true if it was answered.
+/// One accounting request for `imsi` at `ip`; true if it was answered.
 async fn radclient(radius: SocketAddr, ip: &str, imsi: &str, status_type: &str) -> bool {
-    let mut child = Command::new("radclient")
-        .args([
-            "-x",
-            "-r",
-            "1",
-            "-t",
-            "2",
-            &radius.to_string(),
-            "acct",
-            "fleet-secret",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("radclient is not installed (package freeradius-utils): run scripts/setup.sh");
     let attrs = format!(
         "Acct-Status-Type = {status_type}\nFramed-IP-Address = {ip}\n3GPP-IMSI = \"{imsi}\"\nAcct-Session-Id = \"fleet-{imsi}\"\n"
     );
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(attrs.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("radclient finished")
-        .unwrap();
-    out.status.success()
+    common::radclient(radius, "fleet-secret", &attrs).await
 }
 
 /// A group with Harvest on and a SIM in it, through node `n`.

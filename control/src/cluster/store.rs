@@ -180,9 +180,10 @@ impl EtcdStore {
         self.runtime.spawn(async move {
             let _ = tx.send(fut.await);
         });
-        // Each call is bounded by the client's timeout per endpoint.
+        // The client bounds each endpoint's answer by the timeout twice
+        // (headers, then body); past that the call is lost, not pending.
         let endpoints = self.client.endpoints().len().max(1) as u32;
-        match rx.recv_timeout(self.timeout * (endpoints + 1)) {
+        match rx.recv_timeout(self.timeout * (2 * endpoints + 1)) {
             Ok(r) => Ok(r?),
             Err(_) => Err(StoreError::Unavailable(
                 "etcd did not answer in time".into(),

@@ -329,3 +329,33 @@ pub fn venv_python() -> std::path::PathBuf {
     );
     p
 }
+
+/// Sends one accounting request with radclient (freeradius-utils), the
+/// attributes given one per line (`Acct-Status-Type = Start` …); true if it
+/// was answered.
+pub async fn radclient(radius: SocketAddr, secret: &str, attributes: &str) -> bool {
+    let mut child = tokio::process::Command::new("radclient")
+        .args([
+            "-x",
+            "-r",
+            "1",
+            "-t",
+            "2",
+            &radius.to_string(),
+            "acct",
+            secret,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("radclient is not installed (package freeradius-utils): run scripts/setup.sh");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(attributes.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("radclient finished")
+        .unwrap();
+    out.status.success()
+}
