@@ -25,6 +25,11 @@ struct Node {
 /// One simgate node of the fleet `prefix` on `etcd`, everything on
 /// 127.0.0.1 with OS-chosen ports.
 async fn node(etcd: &EtcdCluster, prefix: &str, name: &str) -> Running {
+    node_with(etcd, prefix, name, "").await
+}
+
+/// [`node`] with more `[cluster]` keys.
+async fn node_with(etcd: &EtcdCluster, prefix: &str, name: &str, cluster: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"data_dir = {dir:?}
@@ -36,6 +41,7 @@ etcd = {endpoints}
 prefix = {prefix:?}
 node = {name:?}
 request_timeout_ms = 2000
+{cluster}
 
 [[operators]]
 id = "OP0000000001"
@@ -482,6 +488,63 @@ async fn put_tags(n: &Node, imsi: &str, side: &str) {
         .await;
         assert_eq!(s, 200, "{side}{i}: {body}");
     }
+}
+
+/// A RADIUS session lives on its lease: Interim-Updates (to any node) keep
+/// it past `session_ttl_seconds`; without them it ends on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn radius_sessions_expire_unless_interim_updates_renew_them() {
+    let etcd = EtcdCluster::start(1, "127.0.98");
+    let ttl = "session_ttl_seconds = 10";
+    let a = node_with(&etcd, "/lease", "a", ttl).await;
+    let token = a.token();
+    let a = Node { run: a, token };
+    let b = Node {
+        run: node_with(&etcd, "/lease", "b", ttl).await,
+        token: a.token.clone(),
+    };
+    harvest_sim(&a, "leased", "001010000000707").await;
+    let ip: IpAddr = "127.0.96.7".parse().unwrap();
+    let radius = |n: &Node| n.run.server.bound.radius.unwrap();
+    let start = Instant::now();
+    assert!(radclient(radius(&a), "127.0.96.7", "001010000000707", "Start").await);
+    within(Duration::from_secs(5), "bound on B", || async {
+        b.run.server.plane.sessions.lookup(ip).is_some()
+    })
+    .await;
+    // Interim-Updates every 3 s, to B, for 15 s: past the 10 s lease.
+    while start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            radclient(
+                radius(&b),
+                "127.0.96.7",
+                "001010000000707",
+                "Interim-Update"
+            )
+            .await
+        );
+        for n in [&a, &b] {
+            assert!(
+                n.run.server.plane.sessions.lookup(ip).is_some(),
+                "renewed session ended after {:?}",
+                start.elapsed()
+            );
+        }
+    }
+    // Then silence: the lease runs out (10 s, plus at most its 1 s window).
+    let quiet = Instant::now();
+    for n in [&a, &b] {
+        within(Duration::from_secs(20), "expired everywhere", || async {
+            n.run.server.plane.sessions.lookup(ip).is_none()
+        })
+        .await;
+    }
+    assert!(
+        quiet.elapsed() >= Duration::from_secs(8),
+        "ended before its lease could have: {:?}",
+        quiet.elapsed()
+    );
 }
 
 /// `[cluster]` over TLS (the member's certificate verified against
