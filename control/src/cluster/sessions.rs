@@ -278,3 +278,61 @@ fn absorb(pending: &mut BTreeMap<Ipv4Addr, Change>, c: Change) {
     }
     pending.insert(ip, c);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn save(ip: [u8; 4], row: &str, refresh: bool) -> Change {
+        Change::Save {
+            ip: Ipv4Addr::from(ip),
+            row: row.as_bytes().to_vec(),
+            refresh,
+        }
+    }
+
+    fn pending(changes: Vec<Change>) -> BTreeMap<Ipv4Addr, Change> {
+        let mut p = BTreeMap::new();
+        for c in changes {
+            absorb(&mut p, c);
+        }
+        p
+    }
+
+    #[test]
+    fn the_last_change_per_address_wins_but_a_refresh_never_hides_a_save() {
+        let p = pending(vec![
+            save([10, 0, 0, 1], "first", false),
+            save([10, 0, 0, 1], "second", false),
+            save([10, 0, 0, 2], "bound", false),
+            save([10, 0, 0, 2], "interim", true),
+            save([10, 0, 0, 3], "x", false),
+            Change::Remove(Ipv4Addr::new(10, 0, 0, 3)),
+        ]);
+        let row = |ip: [u8; 4]| match p.get(&Ipv4Addr::from(ip)) {
+            Some(Change::Save { row, refresh, .. }) => {
+                Some((String::from_utf8_lossy(row).into_owned(), *refresh))
+            }
+            _ => None,
+        };
+        assert_eq!(row([10, 0, 0, 1]), Some(("second".into(), false)));
+        assert_eq!(row([10, 0, 0, 2]), Some(("bound".into(), false)));
+        assert!(matches!(
+            p.get(&Ipv4Addr::new(10, 0, 0, 3)),
+            Some(Change::Remove(_))
+        ));
+    }
+
+    #[test]
+    fn a_lease_window_is_a_tenth_of_the_ttl_and_at_least_a_second() {
+        assert_eq!(
+            Leases::new(Duration::from_secs(3600)).window,
+            Duration::from_secs(360)
+        );
+        assert_eq!(
+            Leases::new(Duration::from_secs(5)).window,
+            Duration::from_secs(1)
+        );
+        assert_eq!(Leases::new(Duration::from_secs(3600)).window_now(), 0);
+    }
+}
