@@ -296,11 +296,10 @@ impl ControlPlane {
             match &self.store {
                 Backend::Local(store) => store.commit(edit.changes(), None)?,
                 Backend::Etcd(etcd) => {
-                    let seen = etcd.fence();
-                    if let Committed::Stale = etcd.commit(edit.changes(), None)? {
+                    if let Committed::Stale(guards) = etcd.commit(edit.changes(), None)? {
                         drop(edit);
                         drop(state);
-                        etcd.wait_for_newer_fence(seen, deadline)?;
+                        etcd.wait_for_newer(&guards, deadline)?;
                         continue;
                     }
                 }

@@ -244,6 +244,37 @@ async fn a_fleet_shares_groups_sims_and_sessions_and_survives_etcd_failures() {
         .sum();
     eprintln!("write retries after a conflict: {retries}");
 
+    // A group deleted on A while C puts a new SIM in it: one of the two is
+    // refused, never both accepted (no SIM left naming a missing group).
+    for round in 0..5 {
+        let group = format!("race{round}");
+        let (s, body) = api(
+            a,
+            "POST",
+            "/v1/groups",
+            &format!(r#"{{"groupId":"{group}"}}"#),
+        )
+        .await;
+        assert!(s == 200 || s == 201, "{s} {body}");
+        within(Duration::from_secs(5), "group on C", || async {
+            api(c, "GET", &format!("/v1/groups/{group}"), "").await.0 == 200
+        })
+        .await;
+        let imsi = format!("00101000000090{round}");
+        let path = format!("/v1/groups/{group}");
+        let body = format!(r#"{{"imsi":"{imsi}","groupId":"{group}"}}"#);
+        let ((del, _), (created, _)) = tokio::join!(
+            api(a, "DELETE", &path, ""),
+            api(c, "POST", "/v1/subscribers", &body)
+        );
+        let deleted = del == 200 || del == 204;
+        let registered = created == 200 || created == 201;
+        assert!(
+            deleted != registered,
+            "round {round}: delete {del}, create {created}"
+        );
+    }
+
     // One etcd member down: writes still work and still propagate.
     etcd.kill(0);
     harvest_sim(b, "minority", "001010000000303").await;

@@ -3,7 +3,7 @@
 //! | key                              | value                                   |
 //! |----------------------------------|-----------------------------------------|
 //! | `{prefix}/control/{table}/{key}` | the record, as the redb store keeps it  |
-//! | `{prefix}/fence`                 | the node that wrote last; every control write rewrites it, so a write guarded by its revision fails if anything changed since |
+//! | `{prefix}/refs/{table}/{key}`    | rewritten by every write that names that entity (a SIM naming its group); its removal is guarded by it |
 //! | `{prefix}/meta/seeded_at`        | Unix ms the fleet was first seeded      |
 //! | `{prefix}/radius/{ipv4}`         | a session learned from RADIUS, on a lease |
 //!
@@ -24,7 +24,8 @@ pub(crate) enum Kind<'a> {
         table: &'a str,
         key: &'a str,
     },
-    Fence,
+    /// `{prefix}/refs/…`: only its revision matters.
+    Refs,
     Seeded,
     Radius(Ipv4Addr),
     /// Under the prefix but not ours to read (a newer simgate's, or junk).
@@ -42,8 +43,8 @@ impl Keys {
         format!("{}/control/{table}/{key}", self.prefix).into_bytes()
     }
 
-    pub(crate) fn fence(&self) -> Vec<u8> {
-        format!("{}/fence", self.prefix).into_bytes()
+    pub(crate) fn refs(&self, table: &str, key: &str) -> Vec<u8> {
+        format!("{}/refs/{table}/{key}", self.prefix).into_bytes()
     }
 
     pub(crate) fn seeded(&self) -> Vec<u8> {
@@ -74,8 +75,8 @@ impl Keys {
         else {
             return Kind::Other;
         };
-        if rest == "fence" {
-            return Kind::Fence;
+        if rest.starts_with("refs/") {
+            return Kind::Refs;
         }
         if rest == "meta/seeded_at" {
             return Kind::Seeded;
@@ -128,12 +129,12 @@ mod tests {
                 key: "2001:db8::1"
             }
         );
-        assert_eq!(k.classify(&k.fence()), Kind::Fence);
+        assert_eq!(k.classify(&k.refs("groups", "g1")), Kind::Refs);
         assert_eq!(k.classify(&k.seeded()), Kind::Seeded);
         let ip = Ipv4Addr::new(10, 0, 0, 7);
         assert_eq!(k.classify(&k.radius(ip)), Kind::Radius(ip));
         assert_eq!(k.classify(b"/fleet-a/radius/not-an-ip"), Kind::Other);
-        assert_eq!(k.classify(b"/fleet-b/fence"), Kind::Other);
+        assert_eq!(k.classify(b"/fleet-b/refs/groups/g1"), Kind::Other);
         assert_eq!(k.classify(b"/fleet-a/control/groups/"), Kind::Other);
         assert_eq!(k.classify(&[0xff, 0xfe]), Kind::Other);
     }

@@ -1,11 +1,15 @@
 //! The control state in etcd: what [`crate::store::Store`] is for one node.
 //!
-//! Writes: an edit's changes go in one etcd transaction together with a new
-//! `{prefix}/fence`, guarded by the fence's revision as this node last saw
-//! it. If any node wrote since, the guard fails, nothing is written, and the
-//! caller waits for its watch to bring the other write in, then runs the
-//! edit again on the newer state: no update is lost, and the rules in
-//! `store::state` always judge the latest state.
+//! Writes: an edit's changes go in one etcd transaction guarded by the
+//! revision, as this node last saw it, of every key the edit writes and of
+//! every entity its new values name (a SIM's group must still be the group
+//! the rules checked). Removing an entity others may name is guarded by its
+//! `{prefix}/refs/…` key, which every write naming the entity rewrites. If
+//! any guard fails, nothing is written; the caller waits until its watch
+//! has brought in the newer version of a guarded key, then runs the edit
+//! again on the newer state. So no update is lost, no reference dangles,
+//! and writes to different entities from different nodes do not wait for
+//! each other.
 //!
 //! Reads: each node keeps the whole state in memory. A watch over the prefix
 //! streams every change in revision order ([`Watcher`]), resuming after the
@@ -16,9 +20,10 @@
 //! from `spawn_blocking`), so the client runs on a small runtime of its own
 //! and blocking callers wait on a channel: callable from any thread.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::etcd::{Compare, EtcdClient, EtcdError, EtcdOptions, KeyValue, Op};
@@ -27,9 +32,6 @@ use crate::config::ClusterSettings;
 use crate::store::records;
 use crate::store::state::{Change, State};
 use crate::store::StoreError;
-
-/// etcd refuses transactions of more than 128 operations (`--max-txn-ops`).
-const MAX_TXN_OPS: usize = 120;
 
 impl From<EtcdError> for StoreError {
     fn from(e: EtcdError) -> Self {
@@ -76,8 +78,16 @@ pub(crate) struct Loaded {
 /// How a guarded write ended.
 pub(crate) enum Committed {
     Yes,
-    /// Another node wrote first; nothing was written.
-    Stale,
+    /// Another node wrote a guarded key first; nothing was written. The
+    /// guards, to wait on ([`EtcdStore::wait_for_newer`]).
+    Stale(Vec<(Vec<u8>, i64)>),
+}
+
+/// A key's last known revision; `exists: false` is a deletion.
+#[derive(Debug, Clone, Copy)]
+struct Rev {
+    rev: i64,
+    exists: bool,
 }
 
 /// The fleet's control store.
@@ -88,11 +98,10 @@ pub(crate) struct EtcdStore {
     pub(crate) timeout: Duration,
     pub(crate) session_ttl: Duration,
     pub(crate) status: Arc<ClusterStatus>,
-    /// The fence's revision as this node last saw it (watch or own write).
-    fence: AtomicI64,
-    /// Control records are applied up to this revision (own writes
-    /// included), so the watch skips what this node already has.
-    applied_control: AtomicI64,
+    /// The revision of each control and refs key as this node knows it
+    /// (load, watch, own writes), deletions kept as tombstones: the guards
+    /// of the next write, and what the watch may skip as already applied.
+    revs: Mutex<HashMap<Vec<u8>, Rev>>,
     runtime: tokio::runtime::Handle,
     /// Dropped with the store: ends the runtime's thread.
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -164,8 +173,7 @@ impl EtcdStore {
             timeout: settings.request_timeout(),
             session_ttl: settings.session_ttl(),
             status: Arc::default(),
-            fence: AtomicI64::new(0),
-            applied_control: AtomicI64::new(0),
+            revs: Mutex::default(),
             runtime,
             _stop: stop,
         })
@@ -209,19 +217,33 @@ impl EtcdStore {
         let mut state = State::default();
         let mut seeded = false;
         let mut radius = Vec::new();
-        let mut fence = 0;
+        let mut revs = HashMap::new();
         for kv in kvs {
-            match self.keys.classify(&kv.key) {
+            let tracked = match self.keys.classify(&kv.key) {
                 Kind::Control { table, key } => {
                     state.apply(records::decode_change(table, key, Some(&kv.value))?);
+                    true
                 }
-                Kind::Fence => fence = kv.mod_revision,
-                Kind::Seeded => seeded = true,
-                Kind::Radius(_) => radius.push(kv),
-                Kind::Other => {}
+                Kind::Refs => true,
+                Kind::Seeded => {
+                    seeded = true;
+                    false
+                }
+                Kind::Radius(_) => {
+                    radius.push(kv);
+                    continue;
+                }
+                Kind::Other => false,
+            };
+            if tracked {
+                let rev = Rev {
+                    rev: kv.mod_revision,
+                    exists: true,
+                };
+                revs.insert(kv.key, rev);
             }
         }
-        self.reset(fence, revision);
+        *self.revs_mut() = revs;
         self.status
             .applied_revision
             .store(revision, Ordering::Relaxed);
@@ -241,113 +263,160 @@ impl EtcdStore {
         self.runtime.clone()
     }
 
-    /// Writes `changes` if nothing changed since this node's view (and, with
-    /// `seeded_at`, only if the fleet was never seeded, marking it so).
-    /// Call with the state's write lock held, so the view cannot move.
+    /// Writes `changes` if none of the keys they guard changed since this
+    /// node's view (and, with `seeded_at`, only if the fleet was never
+    /// seeded, marking it so). Call with the state's write lock held, so
+    /// the view cannot move.
     ///
-    /// More than one transaction's worth (a large configuration file) goes
-    /// in several, each guarded by the one before: no update of another
+    /// A change set larger than one transaction (a large configuration
+    /// file) goes in several, each with its own guards: no update of another
     /// node is lost, but another node may see the first part before the rest.
     pub(crate) fn commit(
         &self,
         changes: &[Change],
         seeded_at: Option<u64>,
     ) -> Result<Committed, StoreError> {
-        let mut ops = Vec::with_capacity(changes.len());
-        for change in changes {
-            let r = records::encode_change(change)?;
-            let key = self.keys.control(r.table, &r.key);
-            ops.push(match r.value {
-                Some(value) => Op::Put {
-                    key,
-                    value,
-                    lease: 0,
-                },
-                None => Op::Delete { key },
-            });
-        }
-        let mut first = true;
-        let mut chunks = ops.chunks(MAX_TXN_OPS).peekable();
+        // Each change makes at most a handful of operations (its record,
+        // refs keys): 20 stay well under etcd's 128.
+        let mut chunks = changes.chunks(20).peekable();
         while let Some(chunk) = chunks.next() {
-            let mut compare = vec![Compare::ModRevision(
-                self.keys.fence(),
-                self.fence.load(Ordering::SeqCst),
-            )];
-            let mut chunk = chunk.to_vec();
-            chunk.push(Op::Put {
-                key: self.keys.fence(),
-                value: self.node.clone().into_bytes(),
-                lease: 0,
-            });
+            let (mut compare, mut ops) = self.guarded(chunk)?;
             if let (Some(at), true) = (seeded_at, chunks.peek().is_none()) {
                 compare.push(Compare::CreateRevision(self.keys.seeded(), 0));
-                chunk.push(Op::Put {
+                ops.push(Op::Put {
                     key: self.keys.seeded(),
                     value: at.to_string().into_bytes(),
                     lease: 0,
                 });
             }
+            let guards: Vec<(Vec<u8>, i64)> = compare
+                .iter()
+                .filter_map(|c| match c {
+                    Compare::ModRevision(k, r) => Some((k.clone(), *r)),
+                    Compare::CreateRevision(..) => None,
+                })
+                .collect();
             let client = self.client.clone();
-            let outcome = self.block(async move { client.txn(&compare, &chunk).await })?;
+            let sent = ops.clone();
+            let outcome = self.block(async move { client.txn(&compare, &sent).await })?;
             if !outcome.succeeded {
-                if !first {
-                    tracing::warn!(
-                        "a large control write was interrupted by another node's write \
-                         after its first part; the rest is written again on the newer state"
-                    );
-                }
-                return Ok(Committed::Stale);
+                return Ok(Committed::Stale(guards));
             }
-            first = false;
-            self.fence.store(outcome.revision, Ordering::SeqCst);
-            self.applied_control
-                .fetch_max(outcome.revision, Ordering::SeqCst);
+            let mut revs = self.revs_mut();
+            for op in &ops {
+                let (key, exists) = match op {
+                    Op::Put { key, .. } => (key, true),
+                    Op::Delete { key } => (key, false),
+                };
+                revs.insert(
+                    key.clone(),
+                    Rev {
+                        rev: outcome.revision,
+                        exists,
+                    },
+                );
+            }
         }
         Ok(Committed::Yes)
     }
 
-    /// After a [`Committed::Stale`]: waits (the state's lock released) until
-    /// the watch has brought in a newer fence than `seen`, or `deadline`.
-    pub(crate) fn wait_for_newer_fence(
+    /// The guards and operations of one transaction writing `changes`.
+    fn guarded(&self, changes: &[Change]) -> Result<(Vec<Compare>, Vec<Op>), StoreError> {
+        let mut compare: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        let mut ops: BTreeMap<Vec<u8>, Op> = BTreeMap::new();
+        let revs = self.revs_mut();
+        let expected = |key: &[u8]| revs.get(key).filter(|r| r.exists).map_or(0, |r| r.rev);
+        for change in changes {
+            let r = records::encode_change(change)?;
+            let key = self.keys.control(r.table, &r.key);
+            compare.insert(key.clone(), expected(&key));
+            let op = match r.value {
+                Some(value) => Op::Put {
+                    key: key.clone(),
+                    value,
+                    lease: 0,
+                },
+                None => Op::Delete { key: key.clone() },
+            };
+            ops.insert(key, op);
+            for (table, id) in change.references() {
+                let entity = self.keys.control(table, &id);
+                compare
+                    .entry(entity.clone())
+                    .or_insert_with(|| expected(&entity));
+                let refs = self.keys.refs(table, &id);
+                ops.entry(refs.clone()).or_insert(Op::Put {
+                    key: refs,
+                    value: self.node.clone().into_bytes(),
+                    lease: 0,
+                });
+            }
+            if let Some((table, id)) = change.removes_referable() {
+                let refs = self.keys.refs(table, &id);
+                compare
+                    .entry(refs.clone())
+                    .or_insert_with(|| expected(&refs));
+                ops.insert(refs.clone(), Op::Delete { key: refs });
+            }
+        }
+        let compare = compare
+            .into_iter()
+            .map(|(k, r)| Compare::ModRevision(k, r))
+            .collect();
+        Ok((compare, ops.into_values().collect()))
+    }
+
+    /// After a [`Committed::Stale`]: waits (the state's lock released)
+    /// until the watch has brought in a newer version of one of `guards`
+    /// (the one that failed), or `deadline`.
+    pub(crate) fn wait_for_newer(
         &self,
-        seen: i64,
+        guards: &[(Vec<u8>, i64)],
         deadline: Instant,
     ) -> Result<(), StoreError> {
         self.status.write_retries.fetch_add(1, Ordering::Relaxed);
-        while self.fence.load(Ordering::SeqCst) == seen {
+        loop {
+            {
+                let revs = self.revs_mut();
+                let moved = guards.iter().any(|(k, expected)| {
+                    let now = revs.get(k).filter(|r| r.exists).map_or(0, |r| r.rev);
+                    now != *expected
+                });
+                if moved {
+                    return Ok(());
+                }
+            }
             if Instant::now() >= deadline {
                 return Err(StoreError::Unavailable(
-                    "another node wrote at the same time and this node has not caught up \
-                     with etcd yet; retry"
+                    "another node wrote the same entities at the same time and this node \
+                     has not caught up with etcd yet; retry"
                         .into(),
                 ));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        Ok(())
     }
 
-    pub(crate) fn fence(&self) -> i64 {
-        self.fence.load(Ordering::SeqCst)
+    /// The watch saw `key` written (`exists`) or removed at `revision`:
+    /// whether that is news (else this node has it, or something newer).
+    pub(crate) fn observe(&self, key: &[u8], revision: i64, exists: bool) -> bool {
+        let mut revs = self.revs_mut();
+        match revs.get(key) {
+            Some(r) if r.rev >= revision => false,
+            _ => {
+                revs.insert(
+                    key.to_vec(),
+                    Rev {
+                        rev: revision,
+                        exists,
+                    },
+                );
+                true
+            }
+        }
     }
 
-    /// Records a fence seen by the watch.
-    pub(crate) fn saw_fence(&self, revision: i64) {
-        self.fence.fetch_max(revision, Ordering::SeqCst);
-    }
-
-    /// Whether a control record written at `revision` is already applied.
-    pub(crate) fn has_control(&self, revision: i64) -> bool {
-        revision <= self.applied_control.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn applied_control_through(&self, revision: i64) {
-        self.applied_control.fetch_max(revision, Ordering::SeqCst);
-    }
-
-    /// After a full reload at `revision`.
-    pub(crate) fn reset(&self, fence: i64, revision: i64) {
-        self.fence.store(fence, Ordering::SeqCst);
-        self.applied_control.store(revision, Ordering::SeqCst);
+    fn revs_mut(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Rev>> {
+        self.revs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -97,7 +97,7 @@ impl ControlPlane {
                     Committed::Yes => {}
                     // Another node seeded or wrote meanwhile: start over
                     // from what it wrote.
-                    Committed::Stale => continue,
+                    Committed::Stale(_) => continue,
                 }
             }
             created = made.or(created);
@@ -203,19 +203,17 @@ impl ControlPlane {
     fn apply_watch(&self, etcd: &EtcdStore, batch: &WatchBatch) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         let mut changes = Vec::new();
-        let mut last_control = 0;
         for event in &batch.events {
             let kv = event.kv();
+            let exists = matches!(event, Event::Put(_));
             match etcd.keys.classify(&kv.key) {
                 Kind::Control { table, key } => {
-                    if etcd.has_control(kv.mod_revision) {
+                    // Own writes come back, and a write this node already
+                    // has a newer version of is old news.
+                    if !etcd.observe(&kv.key, kv.mod_revision, exists) {
                         continue;
                     }
-                    last_control = last_control.max(kv.mod_revision);
-                    let value = match event {
-                        Event::Put(kv) => Some(kv.value.as_slice()),
-                        Event::Delete(_) => None,
-                    };
+                    let value = exists.then_some(kv.value.as_slice());
                     match records::decode_change(table, key, value) {
                         Ok(c) => {
                             state.apply(c.clone());
@@ -229,7 +227,9 @@ impl ControlPlane {
                         }
                     }
                 }
-                Kind::Fence => etcd.saw_fence(kv.mod_revision),
+                Kind::Refs => {
+                    etcd.observe(&kv.key, kv.mod_revision, exists);
+                }
                 Kind::Radius(ip) => match event {
                     Event::Put(kv) => bind_radius(etcd, &self.sessions, kv),
                     Event::Delete(_) => {
@@ -242,7 +242,6 @@ impl ControlPlane {
                 Kind::Seeded | Kind::Other => {}
             }
         }
-        etcd.applied_control_through(last_control);
         self.publish(&state, &changes);
         drop(state);
         let seen = batch
@@ -412,9 +411,9 @@ async fn probe_loop(plane: Weak<ControlPlane>) {
         };
         let client = etcd.client.clone();
         let status: Arc<ClusterStatus> = Arc::clone(&etcd.status);
-        let fence = etcd.keys.fence();
+        let probe_key = etcd.keys.seeded();
         drop(p);
-        match client.current_revision(&fence).await {
+        match client.current_revision(&probe_key).await {
             Ok(rev) => {
                 status.etcd_revision.fetch_max(rev, Ordering::Relaxed);
                 status.connected.store(true, Ordering::Relaxed);

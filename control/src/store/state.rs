@@ -134,7 +134,56 @@ pub(crate) enum Change {
     AuthKey(String, Option<AuthKeyRecord>),
 }
 
+/// An entity by the store's table name and key (see `records::TABLES`).
+pub(crate) type EntityRef = (&'static str, String);
+
 impl Change {
+    /// The entities a written value names, which the rules require to
+    /// exist: a SIM's group and operator, a group's operator and credential
+    /// sets, a static session's SIM. A store shared by writers that cannot
+    /// lock each other out (a fleet's etcd) guards on these.
+    pub(crate) fn references(&self) -> Vec<EntityRef> {
+        let mut out = Vec::new();
+        match self {
+            Self::Subscriber(_, Some(s)) => {
+                if let Some(g) = &s.value.group_id {
+                    out.push(("groups", g.to_string()));
+                }
+                if let Some(op) = &s.value.operator_id {
+                    out.push(("operators", op.to_string()));
+                }
+            }
+            Self::Group(_, Some(g)) => {
+                if let Some(op) = &g.value.operator_id {
+                    out.push(("operators", op.to_string()));
+                }
+                if let Some(f) = &g.value.funnel {
+                    out.push(("credentials", f.credentials_id.to_string()));
+                }
+                for c in g.value.beam.fixed_credentials() {
+                    out.push(("credentials", c.to_string()));
+                }
+            }
+            Self::Session(_, Some(s)) => out.push(("subscribers", s.imsi.to_string())),
+            _ => {}
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The entity this change removes, if others may name it (the other
+    /// side of [`references`](Self::references)).
+    pub(crate) fn removes_referable(&self) -> Option<EntityRef> {
+        match self {
+            Self::Operator(id, None) => Some(("operators", id.to_string())),
+            Self::Group(id, None) => Some(("groups", id.to_string())),
+            Self::Credential(id, None) => Some(("credentials", id.to_string())),
+            Self::Subscriber(imsi, None) => Some(("subscribers", imsi.to_string())),
+            _ => None,
+        }
+    }
+
     /// Whether the data plane's [`Snapshot`] shows this entity.
     pub(crate) fn in_snapshot(&self) -> bool {
         !matches!(
