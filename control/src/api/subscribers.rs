@@ -161,17 +161,19 @@ fn sessions_of(
 ) -> HashMap<Imsi, (IpAddr, Arc<Session>)> {
     let wanted: HashSet<&Imsi> = subs.iter().map(|s| &s.value.imsi).collect();
     let mut out: HashMap<Imsi, (IpAddr, Arc<Session>)> = HashMap::new();
-    for (ip, se) in plane.sessions.entries() {
+    // One pass over the table without copying it; still O(sessions) per
+    // request (an IMSI → addresses index would cost every binding memory).
+    plane.sessions.for_each(|ip, se| {
         if !wanted.contains(&se.imsi) {
-            continue;
+            return;
         }
         match out.get(&se.imsi) {
             Some((have, _)) if *have <= ip => {}
             _ => {
-                out.insert(se.imsi.clone(), (ip, se));
+                out.insert(se.imsi.clone(), (ip, Arc::clone(se)));
             }
         }
-    }
+    });
     out
 }
 

@@ -214,14 +214,30 @@ async fn write(
             Change::ClearNas(_) => {}
         }
     }
-    for chunk in ops.chunks(120) {
-        if let Err(e) = client.txn(&[], chunk).await {
+    // Transactions of one batch touch different keys: sent together (a
+    // burst of Starts after a gateway restart is bounded by etcd's
+    // throughput, not by one round trip after another).
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut chunks = ops.chunks(120).map(<[Op]>::to_vec);
+    loop {
+        while inflight.len() < TXNS_IN_FLIGHT {
+            let Some(chunk) = chunks.next() else { break };
+            let client = client.clone();
+            inflight.spawn(async move { (chunk.len(), client.txn(&[], &chunk).await) });
+        }
+        let Some(done) = inflight.join_next().await else {
+            break;
+        };
+        if let Ok((n, Err(e))) = done {
             stats.count_persist_error();
-            tracing::error!(error = %e, changes = chunk.len(),
+            tracing::error!(error = %e, changes = n,
                 "cannot write RADIUS sessions to etcd; they stay on this node only");
         }
     }
 }
+
+/// Transactions of one batch in flight at once.
+const TXNS_IN_FLIGHT: usize = 8;
 
 /// Deletes every session `nas` reported, whichever node bound it (each key
 /// only if unchanged since read, so a newer Start from elsewhere stays).

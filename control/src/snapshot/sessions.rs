@@ -115,6 +115,14 @@ impl SessionTable {
         self.by_ip.is_empty()
     }
 
+    /// Calls `f` with each binding, without copying the table (the API's
+    /// per-SIM session lookups; not for the hot path).
+    pub fn for_each(&self, mut f: impl FnMut(IpAddr, &Arc<Session>)) {
+        for e in self.by_ip.iter() {
+            f(*e.key(), e.value());
+        }
+    }
+
     /// A copy of all bindings, for listing (not for the hot path).
     pub fn entries(&self) -> Vec<(IpAddr, Arc<Session>)> {
         self.by_ip
