@@ -10,6 +10,7 @@
 #   scripts/bench.sh beam-tcp          (scripts/bench/beam_tcp.sh: Beam TCP→TLS vs HAProxy)
 #   scripts/bench.sh harvest-ingest    (scripts/bench/harvest_ingest.sh: Harvest vs raw store append)
 #   scripts/bench.sh io-uring          (scripts/bench/io_uring.sh: raw drain, io_uring vs recvmmsg)
+#   scripts/bench.sh fleet             (scripts/bench/fleet.sh: 3 nodes on etcd vs one node)
 #   scripts/bench.sh [all [scenario...]]        every scenario (or those), then a summary
 #   scripts/bench.sh --compare OLD.json [scenario...]    run, then compare with OLD
 #   scripts/bench.sh --compare OLD.json --against NEW.json   compare only
@@ -135,11 +136,14 @@ cd "$(dirname "$0")/.."
 # bench_result: the `NAME ratio=` line and target/bench/NAME.json.
 source scripts/bench/lib.sh
 # Scenarios in files of their own (each defines <name>_bench; its header
-# documents it): beam-tcp, harvest-ingest, io-uring.
-for f in scripts/bench/beam_tcp.sh scripts/bench/harvest_ingest.sh scripts/bench/io_uring.sh; do
+# documents it): beam-tcp, harvest-ingest, io-uring, fleet.
+for f in scripts/bench/beam_tcp.sh scripts/bench/harvest_ingest.sh scripts/bench/io_uring.sh \
+  scripts/bench/fleet.sh; do
   # shellcheck source=/dev/null
   if [ -r "$f" ]; then source "$f"; fi
 done
+# `all` runs the fleet (etcd + 3 nodes + 100,000 SIMs seeded) last.
+[[ " ${BENCH_ALL_SCENARIOS[*]} " == *" fleet "* ]] || BENCH_ALL_SCENARIOS+=(fleet)
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2

@@ -28,6 +28,9 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 # The fleet tests (dataplane/tests/fleet.rs) run a real three-member etcd.
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null || need_apt+=(etcd-client)
+# Harvest on PostgreSQL (dataplane/tests/fleet_harvest.rs, the store's tests)
+# starts throwaway servers with initdb/postgres (as the `postgres` user under root).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -21,10 +21,13 @@
 //!   MQTT QoS 1 PUBLISH), closed loop or open loop at a fixed rate (see
 //!   `tcp`); `tls-echo` and `beam-tcp-config` — the beam-tcp benchmark;
 //!   `harvest-raw` — the harvest-ingest benchmark's baseline.
+//! * `fleet` — the fleet benchmark: configs for nodes sharing etcd, API
+//!   writes, RADIUS updates and propagation latency across them (see `fleet`).
 
 mod beam_tcp;
 mod config;
 mod conn;
+mod fleet;
 mod harvest_raw;
 mod http;
 mod mqtt;
@@ -97,6 +100,8 @@ enum Command {
     BeamTcpConfig(beam_tcp::BeamTcpConfigArgs),
     /// Append to simgate's Harvest store directly (harvest-ingest baseline).
     HarvestRaw(harvest_raw::HarvestRawArgs),
+    /// The fleet benchmark: node configs, API writes, RADIUS, propagation.
+    Fleet(fleet::FleetArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,6 +133,7 @@ fn main() -> anyhow::Result<()> {
         Command::TlsEcho(a) => tls_echo::run(&a),
         Command::BeamTcpConfig(a) => beam_tcp::run(&a),
         Command::HarvestRaw(a) => harvest_raw::run(&a),
+        Command::Fleet(a) => fleet::run(&a),
     }
 }
 

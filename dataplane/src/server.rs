@@ -143,9 +143,21 @@ async fn start_inner(
     };
     let created_token = plane.take_created_token();
 
-    let harvest_path = config.data_dir.join("harvest.redb");
-    let harvest = HarvestStore::open(&harvest_path, config.harvest.clone())
-        .with_context(|| format!("cannot open Harvest store {}", harvest_path.display()))?;
+    let harvest = match config.cluster.postgres.clone() {
+        // A fleet shares Harvest Data in PostgreSQL. Connecting blocks: off
+        // the async workers. The URL may hold a password: not in the error.
+        Some(url) => {
+            let settings = config.harvest.clone();
+            tokio::task::spawn_blocking(move || HarvestStore::open_postgres(&url, settings))
+                .await?
+                .context("cannot open the Harvest store in PostgreSQL ([cluster] postgres)")?
+        }
+        None => {
+            let harvest_path = config.data_dir.join("harvest.redb");
+            HarvestStore::open(&harvest_path, config.harvest.clone())
+                .with_context(|| format!("cannot open Harvest store {}", harvest_path.display()))?
+        }
+    };
     let mut metrics = Metrics::new();
     let radius_stats = Arc::new(RadiusStats::new());
     metrics.register_radius(Arc::clone(&radius_stats));

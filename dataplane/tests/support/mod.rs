@@ -9,5 +9,6 @@ pub(crate) mod kinesalite;
 pub(crate) mod mosquitto;
 pub(crate) mod moto;
 pub(crate) mod nginx;
+pub(crate) mod postgres;
 pub(crate) mod process;
 pub(crate) mod tls_echo;

@@ -34,6 +34,17 @@ impl Category {
         }
     }
 
+    /// The category named [`as_str`](Self::as_str) returns.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "http" => Self::Http,
+            "tcp" => Self::Tcp,
+            "udp" => Self::Udp,
+            "mqtt" => Self::Mqtt,
+            _ => return None,
+        })
+    }
+
     fn code(self) -> u8 {
         match self {
             Self::Http => 1,
@@ -249,6 +260,14 @@ mod tests {
             decode_value(&v).unwrap(),
             (String::new(), Category::Udp, Bytes::new())
         );
+    }
+
+    #[test]
+    fn category_names_round_trip() {
+        for cat in [Category::Http, Category::Tcp, Category::Udp, Category::Mqtt] {
+            assert_eq!(Category::from_name(cat.as_str()), Some(cat));
+        }
+        assert_eq!(Category::from_name("HTTP"), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! ingress builds a [`NewEntry`] — IMSI, time ([`entry_time`]: the device's
 //! `X-Soracom-Timestamp` or the arrival time), content type, [`Category`]
 //! (the source protocol), bytes — and awaits [`HarvestStore::append`]; it
-//! answers `201` only once that returned `Ok`, i.e. the entry is on disk.
+//! answers `201` only once that returned `Ok`, i.e. the entry is committed
+//! (on disk, or in PostgreSQL).
 //! Entries above `max_entry_bytes` are refused ([`HarvestError::TooLarge`]);
 //! a full write queue is [`HarvestError::Busy`].
 //!
@@ -17,8 +18,10 @@
 //! [`retention_task`] (until shutdown) or [`spawn_retention`].
 //!
 //! Modules: [`entry`] (the entry and its on-disk value), [`query`] (pure
-//! parameter parsing and paging), [`store`] (redb, group commit, retention),
-//! [`api`] (the axum routes).
+//! parameter parsing and paging), [`store`] (limits, budget, retention, over
+//! one of two backends: [`redb_backend`], a file per node with group commit,
+//! the default; [`pg_backend`], one PostgreSQL table shared by a fleet, with
+//! `[cluster] postgres`), [`api`] (the axum routes).
 //!
 //! Unlike SORACOM, two entries of one SIM in one millisecond are both kept;
 //! they differ by a sequence number, which shows up only in a paging key
@@ -26,8 +29,16 @@
 
 pub mod api;
 pub mod entry;
+pub mod pg_backend;
 pub mod query;
+pub mod redb_backend;
 pub mod store;
+
+/// The throwaway PostgreSQL server of the integration tests, for the
+/// store's tests on that backend.
+#[cfg(test)]
+#[path = "../../../tests/support/postgres.rs"]
+pub(crate) mod test_postgres;
 
 pub use api::{router, NEXT_KEY_HEADER};
 pub use entry::{

@@ -1,58 +1,45 @@
-//! The Harvest Data store: one redb file, one writer thread, group commit.
+//! The Harvest Data store: what the ingress, the query API and the retention
+//! task talk to, whichever backend holds the entries.
 //!
-//! # Layout
+//! * [`HarvestStore::open`]: one redb file on this node (the default; see
+//!   [`redb_backend`](super::redb_backend) for its layout and group commit);
+//! * [`HarvestStore::open_postgres`]: one PostgreSQL table shared by a fleet
+//!   (`[cluster] postgres`; see [`pg_backend`](super::pg_backend)), so a
+//!   query on any node returns what every node stored.
 //!
-//! * `harvest_entries`: `(imsi, time_ms, seq) → value` (see
-//!   [`entry`](super::entry) for the value). One SIM's entries between two
-//!   times, in either order, are one range scan; `seq` keeps entries of one
-//!   SIM in one millisecond apart (0, 1, 2, … in arrival order).
-//! * `harvest_by_time`: `(time_ms, imsi, seq) → ()`, an index so the retention
-//!   sweep reads only what expires instead of every SIM's history.
+//! Limits, the byte budget, query paging ([`split_page`]) and errors → HTTP
+//! statuses ([`error_status`]) live here, once, for both.
 //!
-//! # Writes
+//! # The byte budget
 //!
-//! [`HarvestStore::append`] hands the entry to a bounded queue and waits. One
-//! writer thread takes everything waiting (up to [`MAX_BATCH`]), writes it in
-//! one durable redb transaction and only then answers each caller, so a
-//! device's `201` means the entry is on disk, and a burst of devices costs one
-//! fsync rather than one each. A full queue is reported as
-//! [`HarvestError::Busy`] at once (the ingress answers 503/429), never waited
-//! on. The queue is bounded in bytes too, since every entry is at most
-//! `max_entry_bytes`.
-//!
-//! Deletes and the retention sweep open their own write transactions; redb
-//! runs one at a time, so they simply queue behind the writer's commit.
-//! Reads use redb's MVCC snapshots and never wait for a writer; they do disk
-//! I/O, so async callers run them on the blocking pool (see
-//! [`api`](super::api)).
+//! `[harvest] max_bytes` counts keys and values the way the redb layout
+//! stores them ([`entry_cost`]). With redb it is measured at open and kept up
+//! to date by every write and delete. With PostgreSQL the budget is the whole
+//! shared table's: each node measures the table at open and after each
+//! retention sweep, and adds or subtracts its own writes and deletes in
+//! between; so a fleet can pass the budget by what the other nodes wrote since
+//! a node last measured.
 
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, ReadableTable, ReadableTableMetadata as _, TableDefinition};
 use simgate_control::config::HarvestSettings;
 use simgate_control::Imsi;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
-use super::entry::{
-    decode_value, encode_value, CorruptValue, Entry, NewEntry, MAX_CONTENT_TYPE_BYTES,
-};
-use super::query::{split_page, Position, Query, Sort};
+use super::entry::{CorruptValue, Entry, NewEntry, MAX_CONTENT_TYPE_BYTES};
+use super::pg_backend::{PgBackend, PgError};
+use super::query::{split_page, Position, Query};
+use super::redb_backend::RedbBackend;
 
-/// `(imsi, time_ms, seq) → value`.
-const ENTRIES: TableDefinition<'_, (&str, u64, u32), &[u8]> =
-    TableDefinition::new("harvest_entries");
-/// `(time_ms, imsi, seq) → ()`, for retention.
-const BY_TIME: TableDefinition<'_, (u64, &str, u32), ()> = TableDefinition::new("harvest_by_time");
+pub use super::redb_backend::MAX_BATCH;
 
-/// Entries waiting for the writer before `append` answers `Busy`.
+/// Entries waiting for the writer (redb), or appends in flight
+/// (PostgreSQL), before `append` answers `Busy`.
 pub const QUEUE_CAPACITY: usize = 4096;
-/// Most entries written in one transaction; a longer queue takes several.
-pub const MAX_BATCH: usize = 1024;
 /// Most entries the retention sweep deletes per transaction, so a sweep after
 /// a long pause does not hold the write lock for one huge commit.
 const SWEEP_CHUNK: usize = 10_000;
@@ -84,12 +71,20 @@ pub enum HarvestError {
     /// 2³² entries of one SIM in one millisecond.
     #[error("too many entries for one subscriber in one millisecond")]
     SequenceExhausted,
+    /// A time PostgreSQL's `bigint` cannot hold (after year 292 million; the
+    /// ingress never produces one).
+    #[error("entry time {time} is out of range")]
+    TimeOutOfRange { time: u64 },
     /// The database file or directory could not be opened.
     #[error("harvest store I/O: {0}")]
     Io(#[source] Arc<std::io::Error>),
     /// redb failed; nothing of the failed transaction was written.
     #[error("harvest storage: {0}")]
     Storage(#[source] Arc<redb::Error>),
+    /// PostgreSQL is unreachable, timed out or refused the statement;
+    /// nothing of the failed statement was written.
+    #[error("harvest database: {0}")]
+    Postgres(#[source] Arc<PgError>),
     /// A stored value could not be decoded.
     #[error(transparent)]
     Corrupt(#[from] CorruptValue),
@@ -100,31 +95,42 @@ impl HarvestError {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
-            Self::TooLarge { .. } | Self::ContentTypeTooLong { .. } | Self::SequenceExhausted
+            Self::TooLarge { .. }
+                | Self::ContentTypeTooLong { .. }
+                | Self::SequenceExhausted
+                | Self::TimeOutOfRange { .. }
         )
     }
 
     /// The same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Busy | Self::Storage(_) | Self::Io(_))
+        matches!(
+            self,
+            Self::Busy | Self::Storage(_) | Self::Io(_) | Self::Postgres(_)
+        )
     }
 }
 
 /// How the ingress answers a failed [`HarvestStore::append`]: the HTTP status
 /// and whether the device should retry later (send `Retry-After`).
 ///
-/// * too large → 413; content type too long → 400;
+/// * too large → 413; content type too long, time out of range → 400;
 /// * queue full, or 2³² entries in one millisecond → 429, retry;
 /// * `max_bytes` reached → 507;
-/// * writer stopped, storage or I/O failure → 503, retry;
+/// * writer stopped, storage, I/O or PostgreSQL failure → 503, retry;
 /// * a corrupt stored value (never from `append`) → 500.
 pub fn error_status(e: &HarvestError) -> (u16, bool) {
     match e {
         HarvestError::TooLarge { .. } => (413, false),
-        HarvestError::ContentTypeTooLong { .. } => (400, false),
+        HarvestError::ContentTypeTooLong { .. } | HarvestError::TimeOutOfRange { .. } => {
+            (400, false)
+        }
         HarvestError::Busy | HarvestError::SequenceExhausted => (429, true),
         HarvestError::Full { .. } => (507, false),
-        HarvestError::Closed | HarvestError::Storage(_) | HarvestError::Io(_) => (503, true),
+        HarvestError::Closed
+        | HarvestError::Storage(_)
+        | HarvestError::Io(_)
+        | HarvestError::Postgres(_) => (503, true),
         HarvestError::Corrupt(_) => (500, false),
     }
 }
@@ -161,30 +167,33 @@ pub struct Page {
     pub next_key: Option<String>,
 }
 
-/// An entry waiting for the writer, with the channel its caller waits on.
-struct Pending {
-    entry: NewEntry,
-    done: oneshot::Sender<Result<(), HarvestError>>,
+/// Where the entries are. Everything above the backends (limits, budget,
+/// paging) is [`HarvestStore`]'s.
+enum Backend {
+    Redb(RedbBackend),
+    Postgres(PgBackend),
 }
 
 /// The Harvest Data store. Cheap to share as `Arc<HarvestStore>`; dropping
-/// the last `Arc` lets the writer finish what is queued and joins it.
+/// the last `Arc` lets the redb writer finish what is queued and joins it.
 pub struct HarvestStore {
-    db: Arc<Database>,
+    backend: Backend,
     settings: HarvestSettings,
-    /// Bytes of keys and values stored (both tables), for `max_bytes`:
-    /// measured at open, then kept up to date by every write and delete.
+    /// Bytes of keys and values stored, for `max_bytes` (see the module
+    /// documentation for what each backend counts).
     used: Arc<AtomicU64>,
     /// Entries refused because the store was full.
     refused_full: AtomicU64,
-    /// `None` only while dropping.
-    queue: Option<mpsc::Sender<Pending>>,
-    writer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for HarvestStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match self.backend {
+            Backend::Redb(_) => "redb",
+            Backend::Postgres(_) => "postgres",
+        };
         f.debug_struct("HarvestStore")
+            .field("backend", &backend)
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
@@ -206,41 +215,36 @@ impl HarvestStore {
         settings: HarvestSettings,
         capacity: usize,
     ) -> Result<Arc<Self>, HarvestError> {
-        let path = path.as_ref();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                simgate_control::secret_file::create_private_dir(dir)?;
-            }
-        }
-        // What devices sent: owner only (0600).
-        simgate_control::secret_file::ensure_private_file(path)?;
-        let db = Arc::new(Database::create(path)?);
-        // Create the tables once so readers never meet a missing one.
-        let txn = db.begin_write()?;
-        txn.open_table(ENTRIES)?;
-        txn.open_table(BY_TIME)?;
-        txn.commit()?;
-        let used = {
-            let txn = db.begin_read()?;
-            let entries = txn.open_table(ENTRIES)?.stats()?.stored_bytes();
-            let by_time = txn.open_table(BY_TIME)?.stats()?.stored_bytes();
-            Arc::new(AtomicU64::new(entries + by_time))
-        };
+        let used = Arc::new(AtomicU64::new(0));
+        let backend = RedbBackend::open(path.as_ref(), capacity, &used)?;
+        Ok(Self::with_backend(Backend::Redb(backend), settings, used))
+    }
 
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let writer_db = Arc::clone(&db);
-        let writer_used = Arc::clone(&used);
-        let writer = std::thread::Builder::new()
-            .name("harvest-writer".into())
-            .spawn(move || run_writer(&writer_db, rx, &writer_used))?;
-        Ok(Arc::new(Self {
-            db,
+    /// Opens the store in the PostgreSQL database at `url`
+    /// (`[cluster] postgres`), creating its table if needed. Blocking:
+    /// connects and measures the stored bytes. Fails when the server cannot
+    /// be reached.
+    pub fn open_postgres(url: &str, settings: HarvestSettings) -> Result<Arc<Self>, HarvestError> {
+        let used = Arc::new(AtomicU64::new(0));
+        let backend = PgBackend::open(url, QUEUE_CAPACITY, &used)?;
+        Ok(Self::with_backend(
+            Backend::Postgres(backend),
+            settings,
+            used,
+        ))
+    }
+
+    fn with_backend(
+        backend: Backend,
+        settings: HarvestSettings,
+        used: Arc<AtomicU64>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            backend,
             settings,
             used,
             refused_full: AtomicU64::new(0),
-            queue: Some(tx),
-            writer: Some(writer),
-        }))
+        })
     }
 
     pub fn settings(&self) -> &HarvestSettings {
@@ -286,8 +290,8 @@ impl HarvestStore {
         Ok(())
     }
 
-    /// Stores `entry` durably. Returns once it is committed to disk, or at
-    /// once with [`HarvestError::Busy`] when the write queue is full.
+    /// Stores `entry` durably. Returns once it is committed, or at once with
+    /// [`HarvestError::Busy`] when the write queue is full.
     ///
     /// If the returned future is dropped after the entry was queued, the entry
     /// is still written.
@@ -299,35 +303,25 @@ impl HarvestStore {
             }
             return Err(e);
         }
-        let queue = self.queue.as_ref().ok_or(HarvestError::Closed)?;
-        let (done, wait) = oneshot::channel();
-        queue
-            .try_send(Pending { entry, done })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => HarvestError::Busy,
-                mpsc::error::TrySendError::Closed(_) => HarvestError::Closed,
-            })?;
-        wait.await.map_err(|_| HarvestError::Closed)?
+        match &self.backend {
+            Backend::Redb(b) => b.append(entry).await,
+            Backend::Postgres(b) => b.append(entry, &self.used).await,
+        }
     }
 
-    /// One page of `imsi`'s entries. Blocking (disk reads): call it from
-    /// `spawn_blocking` in async code.
+    /// One page of `imsi`'s entries. Blocking (disk reads or a database
+    /// round trip): call it from `spawn_blocking` in async code.
     pub fn query(&self, imsi: &Imsi, query: &Query) -> Result<Page, HarvestError> {
         let Some(bounds) = query.bounds() else {
             return Ok(Page::default());
         };
         let (lo, hi) = bounds.into_inner();
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ENTRIES)?;
-        let range =
-            table.range((imsi.as_str(), lo.time, lo.seq)..=(imsi.as_str(), hi.time, hi.seq))?;
         // One more than asked for tells whether there is a next page.
         let want = query.limit.saturating_add(1);
-        let mut items = Vec::with_capacity(want.min(64));
-        match query.sort {
-            Sort::Asc => collect(range, want, imsi, &mut items)?,
-            Sort::Desc => collect(range.rev(), want, imsi, &mut items)?,
-        }
+        let items = match &self.backend {
+            Backend::Redb(b) => b.scan(imsi, lo, hi, query.sort, want)?,
+            Backend::Postgres(b) => b.scan(imsi, lo, hi, query.sort, want)?,
+        };
         let (entries, next_key) = split_page(items, query.limit, imsi, |e: &Entry| Position {
             time: e.time,
             seq: e.seq,
@@ -338,48 +332,39 @@ impl HarvestStore {
     /// Every entry of `imsi` at millisecond `time`, in arrival order.
     /// Blocking.
     pub fn get(&self, imsi: &Imsi, time: u64) -> Result<Vec<Entry>, HarvestError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ENTRIES)?;
-        let range = table.range((imsi.as_str(), time, 0)..=(imsi.as_str(), time, u32::MAX))?;
-        let mut out = Vec::new();
-        collect(range, usize::MAX, imsi, &mut out)?;
-        Ok(out)
+        let (lo, hi) = (Position::first_at(time), Position::last_at(time));
+        let sort = super::query::Sort::Asc;
+        match &self.backend {
+            Backend::Redb(b) => b.scan(imsi, lo, hi, sort, usize::MAX),
+            Backend::Postgres(b) => b.scan(imsi, lo, hi, sort, usize::MAX),
+        }
     }
 
     /// Deletes every entry of `imsi` at millisecond `time`; `false` if there
     /// was none. Blocking (waits for the write lock).
     pub fn delete(&self, imsi: &Imsi, time: u64) -> Result<bool, HarvestError> {
-        let txn = self.db.begin_write()?;
-        let mut freed = 0;
-        let deleted = {
-            let mut entries = txn.open_table(ENTRIES)?;
-            let mut by_time = txn.open_table(BY_TIME)?;
-            let mut seqs = Vec::new();
-            for item in entries.range((imsi.as_str(), time, 0)..=(imsi.as_str(), time, u32::MAX))? {
-                let (key, _) = item?;
-                seqs.push(key.value().2);
-            }
-            for &seq in &seqs {
-                if let Some(v) = entries.remove((imsi.as_str(), time, seq))? {
-                    freed += entry_cost(imsi.as_str().len(), v.value().len());
-                }
-                by_time.remove((time, imsi.as_str(), seq))?;
-            }
-            !seqs.is_empty()
-        };
-        if deleted {
-            txn.commit()?;
-            self.release(freed);
-        } else {
-            txn.abort()?;
+        match &self.backend {
+            Backend::Redb(b) => b.delete(imsi, time, &self.used),
+            Backend::Postgres(b) => b.delete(imsi, time, &self.used),
         }
-        Ok(deleted)
     }
 
     /// Deletes every entry older than `retention_days` before `now_ms` and
     /// returns how many. `retention_days = 0` keeps everything (a typo must
     /// not wipe the store). Blocking.
     pub fn sweep_expired(&self, now_ms: u64) -> Result<usize, HarvestError> {
+        let total = self.sweep(now_ms)?;
+        if let Backend::Postgres(b) = &self.backend {
+            // Other nodes' writes reach this node's budget count only here;
+            // a failure leaves the estimate, it does not undo the sweep.
+            if let Err(e) = b.remeasure(&self.used) {
+                tracing::warn!(error = %e, "cannot measure the shared Harvest table");
+            }
+        }
+        Ok(total)
+    }
+
+    fn sweep(&self, now_ms: u64) -> Result<usize, HarvestError> {
         if self.settings.retention_days == 0 {
             return Ok(0);
         }
@@ -387,172 +372,47 @@ impl HarvestStore {
             .saturating_sub(u64::from(self.settings.retention_days).saturating_mul(MS_PER_DAY));
         let mut total = 0;
         loop {
-            let txn = self.db.begin_write()?;
-            let mut freed = 0;
-            let n = {
-                let mut entries = txn.open_table(ENTRIES)?;
-                let mut by_time = txn.open_table(BY_TIME)?;
-                let mut expired: Vec<(u64, String, u32)> = Vec::new();
-                for item in by_time.range(..(cutoff, "", 0))?.take(SWEEP_CHUNK) {
-                    let (key, _) = item?;
-                    let (time, imsi, seq) = key.value();
-                    expired.push((time, imsi.to_owned(), seq));
-                }
-                for (time, imsi, seq) in &expired {
-                    if let Some(v) = entries.remove((imsi.as_str(), *time, *seq))? {
-                        freed += entry_cost(imsi.len(), v.value().len());
-                    }
-                    by_time.remove((*time, imsi.as_str(), *seq))?;
-                }
-                expired.len()
+            let n = match &self.backend {
+                Backend::Redb(b) => b.sweep_chunk(cutoff, SWEEP_CHUNK, &self.used)?,
+                Backend::Postgres(b) => b.sweep_chunk(cutoff, SWEEP_CHUNK, &self.used)?,
             };
-            txn.commit()?;
-            self.release(freed);
             total += n;
             if n < SWEEP_CHUNK {
                 return Ok(total);
             }
         }
     }
+
+    /// Up to `limit` SIMs with entries, in IMSI order, starting after
+    /// `after`. Blocking.
+    pub fn resources(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Resource>, HarvestError> {
+        match &self.backend {
+            Backend::Redb(b) => b.resources(after, limit),
+            Backend::Postgres(b) => b.resources(after, limit),
+        }
+    }
 }
 
-impl HarvestStore {
-    fn release(&self, bytes: u64) {
-        // Never below zero: the count at open is redb's, the rest estimates.
-        let _ = self
-            .used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                Some(u.saturating_sub(bytes))
-            });
-    }
+/// Takes `bytes` off the budget count. Never below zero: the count at open
+/// is measured, the rest estimates.
+pub(super) fn release(used: &AtomicU64, bytes: u64) {
+    let _ = used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+        Some(u.saturating_sub(bytes))
+    });
 }
 
 /// Bytes before the content type and content in a stored value.
-const VALUE_OVERHEAD: usize = 3;
+pub(super) const VALUE_OVERHEAD: usize = 3;
 
 /// What one entry counts against `max_bytes`: its value and both keys
-/// (`(imsi, time, seq)` twice, once per table).
-fn entry_cost(imsi_len: usize, value_len: usize) -> u64 {
+/// (`(imsi, time, seq)` twice, once per redb table).
+pub(super) fn entry_cost(imsi_len: usize, value_len: usize) -> u64 {
     let key = imsi_len + 8 + 4;
     u64::try_from(2 * key + value_len).unwrap_or(u64::MAX)
-}
-
-impl Drop for HarvestStore {
-    fn drop(&mut self) {
-        // Closing the queue lets the writer commit what is left and exit;
-        // joining it releases the database file for a later `open`.
-        drop(self.queue.take());
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!("harvest writer thread panicked");
-            }
-        }
-    }
-}
-
-/// Decodes up to `want` rows of `imsi` into `out`.
-fn collect<'a>(
-    rows: impl Iterator<
-        Item = Result<
-            (
-                redb::AccessGuard<'a, (&'static str, u64, u32)>,
-                redb::AccessGuard<'a, &'static [u8]>,
-            ),
-            redb::StorageError,
-        >,
-    >,
-    want: usize,
-    imsi: &Imsi,
-    out: &mut Vec<Entry>,
-) -> Result<(), HarvestError> {
-    for row in rows.take(want) {
-        let (key, value) = row?;
-        let (_, time, seq) = key.value();
-        let (content_type, category, content) = decode_value(value.value())?;
-        out.push(Entry {
-            imsi: imsi.clone(),
-            time,
-            seq,
-            content_type,
-            category,
-            content,
-        });
-    }
-    Ok(())
-}
-
-/// The writer thread: wait for an entry, take whatever else is queued, write
-/// it all in one transaction, answer every caller, repeat until the queue
-/// closes.
-fn run_writer(db: &Database, mut queue: mpsc::Receiver<Pending>, used: &AtomicU64) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        match write_batch(db, &batch) {
-            Ok((results, added)) => {
-                used.fetch_add(added, Ordering::Relaxed);
-                for (pending, result) in batch.drain(..).zip(results) {
-                    // The caller may have gone away; its entry is stored anyway.
-                    let _ = pending.done.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, entries = batch.len(), "harvest commit failed");
-                for pending in batch.drain(..) {
-                    let _ = pending.done.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-}
-
-/// Writes `batch` in one durable transaction. The outer error fails the whole
-/// batch (nothing was written); the inner results are per entry.
-#[allow(clippy::type_complexity)]
-fn write_batch(
-    db: &Database,
-    batch: &[Pending],
-) -> Result<(Vec<Result<(), HarvestError>>, u64), HarvestError> {
-    let txn = db.begin_write()?;
-    let mut results = Vec::with_capacity(batch.len());
-    let mut added = 0;
-    {
-        let mut entries = txn.open_table(ENTRIES)?;
-        let mut by_time = txn.open_table(BY_TIME)?;
-        for Pending { entry, .. } in batch {
-            let imsi = entry.imsi.as_str();
-            // Next sequence in this millisecond; the table already holds the
-            // earlier entries of this batch.
-            let last = entries
-                .range((imsi, entry.time, 0)..=(imsi, entry.time, u32::MAX))?
-                .next_back()
-                .transpose()?
-                .map(|(key, _)| key.value().2);
-            let seq = match last {
-                None => 0,
-                Some(s) => match s.checked_add(1) {
-                    Some(seq) => seq,
-                    None => {
-                        results.push(Err(HarvestError::SequenceExhausted));
-                        continue;
-                    }
-                },
-            };
-            let value = encode_value(&entry.content_type, entry.category, &entry.content);
-            entries.insert((imsi, entry.time, seq), value.as_slice())?;
-            by_time.insert((entry.time, imsi, seq), ())?;
-            added += entry_cost(imsi.len(), value.len());
-            results.push(Ok(()));
-        }
-    }
-    txn.commit()?;
-    Ok((results, added))
 }
 
 pub use simgate_control::clock::now_ms;
@@ -562,48 +422,6 @@ pub use simgate_control::clock::now_ms;
 pub struct Resource {
     pub imsi: String,
     pub last_time: u64,
-}
-
-impl HarvestStore {
-    /// Up to `limit` SIMs with entries, in IMSI order, starting after
-    /// `after`; one seek per SIM, not a scan of its entries. Blocking.
-    pub fn resources(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Resource>, HarvestError> {
-        use std::ops::Bound;
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ENTRIES)?;
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = after.map(str::to_owned);
-        while out.len() < limit {
-            let first = match &cursor {
-                Some(c) => table
-                    .range::<(&str, u64, u32)>((
-                        Bound::Excluded((c.as_str(), u64::MAX, u32::MAX)),
-                        Bound::Unbounded,
-                    ))?
-                    .next(),
-                None => table.iter()?.next(),
-            };
-            let Some(item) = first else { break };
-            let imsi = item?.0.value().0.to_owned();
-            let last = table
-                .range((imsi.as_str(), 0, 0)..=(imsi.as_str(), u64::MAX, u32::MAX))?
-                .next_back();
-            let last_time = match last {
-                Some(item) => item?.0.value().1,
-                None => 0,
-            };
-            out.push(Resource {
-                imsi: imsi.clone(),
-                last_time,
-            });
-            cursor = Some(imsi);
-        }
-        Ok(out)
-    }
 }
 
 /// Runs [`HarvestStore::sweep_expired`] every `every` (first run at once)
@@ -649,9 +467,14 @@ async fn retention_loop(store: Arc<HarvestStore>, every: Duration, stop: impl Fu
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    //! Every behavioural test runs on both backends (`redb::…` and
+    //! `postgres::…`, see [`both_backends!`]); a [`Fixture`] opens the
+    //! backend's store, again after a drop, or a fresh one.
+
     use super::*;
     use crate::services::harvest::entry::Category;
-    use crate::services::harvest::query::{Cursor, RawQuery};
+    use crate::services::harvest::query::{Cursor, RawQuery, Sort};
+    use crate::services::harvest::test_postgres::PgServer;
     use bytes::Bytes;
 
     fn settings() -> HarvestSettings {
@@ -661,6 +484,100 @@ mod tests {
             max_bytes: 0,
         }
     }
+
+    /// Where a test's store lives: a temporary directory (redb) or a
+    /// throwaway PostgreSQL server (one database per store).
+    struct Fixture {
+        dir: tempfile::TempDir,
+        pg: Option<PgServer>,
+        /// The URL [`open`](Self::open) uses, for PostgreSQL.
+        url: Option<String>,
+        fresh: AtomicU64,
+    }
+
+    impl Fixture {
+        fn redb() -> Self {
+            Self {
+                dir: tempfile::tempdir().unwrap(),
+                pg: None,
+                url: None,
+                fresh: AtomicU64::new(0),
+            }
+        }
+
+        fn postgres() -> Self {
+            let pg = PgServer::start();
+            let url = pg.create_database();
+            Self {
+                dir: tempfile::tempdir().unwrap(),
+                pg: Some(pg),
+                url: Some(url),
+                fresh: AtomicU64::new(0),
+            }
+        }
+
+        /// The test's store; after a drop, the same data again.
+        fn open_with(&self, settings: HarvestSettings) -> Arc<HarvestStore> {
+            match &self.url {
+                Some(url) => HarvestStore::open_postgres(url, settings).unwrap(),
+                None => {
+                    HarvestStore::open(self.dir.path().join("sub/harvest.redb"), settings).unwrap()
+                }
+            }
+        }
+
+        fn open(&self) -> Arc<HarvestStore> {
+            self.open_with(settings())
+        }
+
+        /// Another, empty store.
+        fn open_fresh(&self, settings: HarvestSettings) -> Arc<HarvestStore> {
+            match &self.pg {
+                Some(pg) => HarvestStore::open_postgres(&pg.create_database(), settings).unwrap(),
+                None => {
+                    let n = self.fresh.fetch_add(1, Ordering::Relaxed);
+                    HarvestStore::open(self.dir.path().join(format!("fresh{n}.redb")), settings)
+                        .unwrap()
+                }
+            }
+        }
+    }
+
+    /// Defines each named `async fn(Fixture)` as a test on each backend.
+    macro_rules! both_backends {
+        ($($name:ident),* $(,)?) => {
+            mod redb {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        super::$name(super::Fixture::redb()).await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        super::$name(super::Fixture::postgres()).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    both_backends!(
+        disk_budget_refuses_when_full_and_frees_on_delete,
+        same_millisecond_entries_are_all_kept,
+        paging_through_the_store_is_exact,
+        soracom_key_skips_the_whole_millisecond,
+        limits_are_enforced,
+        delete_removes_the_millisecond,
+        retention_sweep,
+        retention_task_sweeps_and_stops,
+        sweep_in_chunks,
+        reopening_keeps_the_data,
+        resources_list_sims_in_imsi_order,
+    );
 
     fn imsi(n: u32) -> Imsi {
         Imsi::parse(&format!("00101{n:010}")).unwrap()
@@ -676,10 +593,6 @@ mod tests {
         }
     }
 
-    fn open(dir: &tempfile::TempDir) -> Arc<HarvestStore> {
-        HarvestStore::open(dir.path().join("sub/harvest.redb"), settings()).unwrap()
-    }
-
     fn bodies(entries: &[Entry]) -> Vec<String> {
         entries
             .iter()
@@ -688,11 +601,8 @@ mod tests {
     }
 
     /// `max_bytes`: full → `Full` (507), counted; deleting makes room, and
-    /// the count survives a reopen (measured from redb).
-    #[tokio::test]
-    async fn disk_budget_refuses_when_full_and_frees_on_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("budget.redb");
+    /// the count survives a reopen (measured by the backend).
+    async fn disk_budget_refuses_when_full_and_frees_on_delete(f: Fixture) {
         let a = imsi(1);
         // 15-digit IMSI: 2 × 27 key bytes + 3 + 10 ("text/plain") + 4 = 71.
         let cost = entry_cost(15, VALUE_OVERHEAD + 10 + 4);
@@ -701,7 +611,7 @@ mod tests {
             max_bytes: 3 * cost,
             ..settings()
         };
-        let store = HarvestStore::open(&path, settings.clone()).unwrap();
+        let store = f.open_with(settings.clone());
         for t in 0..3 {
             store.append(entry(&a, 100 + t, "abcd")).await.unwrap();
         }
@@ -714,17 +624,16 @@ mod tests {
         assert_eq!(store.stored_bytes(), 2 * cost);
         store.append(entry(&a, 200, "abcd")).await.unwrap();
         drop(store);
-        let store = HarvestStore::open(&path, settings).unwrap();
+        let store = f.open_with(settings);
         assert!(store.stored_bytes() > 0);
         assert!(store.append(entry(&a, 300, "abcd")).await.is_err());
     }
 
-    #[tokio::test]
-    async fn same_millisecond_entries_are_all_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
+    async fn same_millisecond_entries_are_all_kept(f: Fixture) {
+        let store = f.open();
         let (a, b) = (imsi(1), imsi(2));
-        // Concurrent appends land in one or a few group commits.
+        // Concurrent appends land in one or a few group commits (redb), or
+        // race for sequence numbers (PostgreSQL).
         let futs: Vec<_> = (0..5)
             .map(|i| store.append(entry(&a, 100, &format!("a{i}"))))
             .chain([store.append(entry(&b, 100, "b0"))])
@@ -745,10 +654,8 @@ mod tests {
         assert!(store.get(&a, 101).unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn paging_through_the_store_is_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
+    async fn paging_through_the_store_is_exact(f: Fixture) {
+        let store = f.open();
         let (a, b) = (imsi(1), imsi(2));
         let times = [5u64, 5, 5, 7, 9, 9, 12, 12, 12, 12, 20];
         for (i, t) in times.iter().enumerate() {
@@ -758,6 +665,7 @@ mod tests {
         for sort in ["asc", "desc"] {
             for limit in 1..=12 {
                 let mut got = Vec::new();
+                let mut keys = Vec::new();
                 let mut key = None;
                 loop {
                     let raw = RawQuery {
@@ -773,7 +681,10 @@ mod tests {
                     assert!(page.entries.iter().all(|e| e.imsi == a));
                     got.extend(bodies(&page.entries));
                     match page.next_key {
-                        Some(k) => key = Some(k),
+                        Some(k) => {
+                            keys.push(k.clone());
+                            key = Some(k);
+                        }
                         None => break,
                     }
                 }
@@ -782,14 +693,25 @@ mod tests {
                     want.reverse();
                 }
                 assert_eq!(got, want, "sort={sort} limit={limit}");
+                if (sort, limit) == ("asc", 2) {
+                    // The SORACOM form on millisecond boundaries, the seq
+                    // form inside one.
+                    assert_eq!(
+                        keys,
+                        [
+                            "5_001010000000001_1",
+                            "7_001010000000001",
+                            "9_001010000000001",
+                            "12_001010000000001_1",
+                        ]
+                    );
+                }
             }
         }
     }
 
-    #[tokio::test]
-    async fn soracom_key_skips_the_whole_millisecond() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
+    async fn soracom_key_skips_the_whole_millisecond(f: Fixture) {
+        let store = f.open();
         let a = imsi(1);
         for (t, body) in [(1, "x"), (2, "y0"), (2, "y1"), (3, "z")] {
             store.append(entry(&a, t, body)).await.unwrap();
@@ -801,10 +723,8 @@ mod tests {
         assert_eq!(bodies(&store.query(&a, &q).unwrap().entries), ["x"]);
     }
 
-    #[tokio::test]
-    async fn limits_are_enforced() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
+    async fn limits_are_enforced(f: Fixture) {
+        let store = f.open();
         let a = imsi(1);
         store.append(entry(&a, 1, &"x".repeat(16))).await.unwrap();
         let err = store
@@ -822,10 +742,8 @@ mod tests {
         assert_eq!(store.get(&a, 1).unwrap().len(), 1);
     }
 
-    #[tokio::test]
-    async fn delete_removes_the_millisecond() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
+    async fn delete_removes_the_millisecond(f: Fixture) {
+        let store = f.open();
         let (a, b) = (imsi(1), imsi(2));
         for e in [
             entry(&a, 1, "1"),
@@ -847,10 +765,8 @@ mod tests {
         assert_eq!(store.get(&a, 1).unwrap()[0].seq, 0);
     }
 
-    #[tokio::test]
-    async fn retention_sweep() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
+    async fn retention_sweep(f: Fixture) {
+        let store = f.open();
         let (a, b) = (imsi(1), imsi(2));
         let now = 100 * MS_PER_DAY;
         let cutoff = now - MS_PER_DAY;
@@ -865,24 +781,23 @@ mod tests {
             page.entries.iter().map(|e| e.time).collect::<Vec<_>>(),
             [cutoff, now]
         );
+        // What is left is what the budget counts.
+        assert_eq!(
+            store.stored_bytes(),
+            4 * entry_cost(15, VALUE_OVERHEAD + 10 + 1)
+        );
 
-        let keep = HarvestStore::open(
-            dir.path().join("keep.redb"),
-            HarvestSettings {
-                max_entry_bytes: 16,
-                retention_days: 0,
-                max_bytes: 0,
-            },
-        )
-        .unwrap();
+        let keep = f.open_fresh(HarvestSettings {
+            max_entry_bytes: 16,
+            retention_days: 0,
+            max_bytes: 0,
+        });
         keep.append(entry(&a, 0, "a")).await.unwrap();
         assert_eq!(keep.sweep_expired(now).unwrap(), 0);
     }
 
-    #[tokio::test]
-    async fn retention_task_sweeps_and_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
+    async fn retention_task_sweeps_and_stops(f: Fixture) {
+        let store = f.open();
         let a = imsi(1);
         store.append(entry(&a, 0, "old")).await.unwrap();
         store.append(entry(&a, now_ms(), "new")).await.unwrap();
@@ -893,7 +808,7 @@ mod tests {
             rx,
         ));
         // The first sweep runs at once.
-        for _ in 0..100 {
+        for _ in 0..400 {
             if store.get(&a, 0).unwrap().is_empty() {
                 break;
             }
@@ -909,10 +824,8 @@ mod tests {
         assert!(handle.await.unwrap_err().is_cancelled());
     }
 
-    #[tokio::test]
-    async fn sweep_in_chunks() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
+    async fn sweep_in_chunks(f: Fixture) {
+        let store = f.open();
         let a = imsi(1);
         let n = SWEEP_CHUNK + 5;
         let futs: Vec<_> = (0..n)
@@ -937,19 +850,42 @@ mod tests {
             .is_empty());
     }
 
-    #[tokio::test]
-    async fn reopening_keeps_the_data() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn reopening_keeps_the_data(f: Fixture) {
         let a = imsi(1);
         {
-            let store = open(&dir);
+            let store = f.open();
             store.append(entry(&a, 1, "one")).await.unwrap();
             store.append(entry(&a, 1, "two")).await.unwrap();
         }
-        let store = open(&dir);
+        let store = f.open();
         assert_eq!(bodies(&store.get(&a, 1).unwrap()), ["one", "two"]);
         store.append(entry(&a, 1, "three")).await.unwrap();
         assert_eq!(store.get(&a, 1).unwrap()[2].seq, 2);
+    }
+
+    async fn resources_list_sims_in_imsi_order(f: Fixture) {
+        let store = f.open();
+        for (n, t) in [(3, 30), (1, 10), (2, 5), (2, 20), (1, 11)] {
+            store.append(entry(&imsi(n), t, "x")).await.unwrap();
+        }
+        let all = store.resources(None, 10).unwrap();
+        assert_eq!(
+            all.iter()
+                .map(|r| (r.imsi.as_str(), r.last_time))
+                .collect::<Vec<_>>(),
+            [
+                (imsi(1).as_str(), 11),
+                (imsi(2).as_str(), 20),
+                (imsi(3).as_str(), 30)
+            ]
+        );
+        let after = store.resources(Some(imsi(1).as_str()), 1).unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].imsi, imsi(2).as_str());
+        assert!(store
+            .resources(Some(imsi(3).as_str()), 5)
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]
@@ -957,9 +893,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store =
             HarvestStore::open_with_capacity(dir.path().join("h.redb"), settings(), 2).unwrap();
+        let Backend::Redb(backend) = &store.backend else {
+            panic!("opened a redb store");
+        };
         let a = imsi(1);
         // Hold the write lock so the writer cannot drain the queue.
-        let blocker = store.db.begin_write().unwrap();
+        let blocker = backend.db.begin_write().unwrap();
         let mut waiting = Vec::new();
         let mut busy = false;
         for i in 0..10 {
@@ -983,5 +922,87 @@ mod tests {
         for h in waiting {
             h.await.unwrap().unwrap();
         }
+    }
+
+    /// Two nodes on one database: each sees the other's entries, sequences
+    /// continue across them, and both hand out the same paging keys.
+    #[tokio::test]
+    async fn postgres_nodes_share_entries_and_sequences() {
+        let f = Fixture::postgres();
+        let (node_a, node_b) = (f.open(), f.open());
+        let a = imsi(1);
+        node_a.append(entry(&a, 7, "from-a")).await.unwrap();
+        node_b.append(entry(&a, 7, "from-b")).await.unwrap();
+        node_a.append(entry(&a, 9, "later")).await.unwrap();
+        for node in [&node_a, &node_b] {
+            let got = node.get(&a, 7).unwrap();
+            assert_eq!(bodies(&got), ["from-a", "from-b"]);
+            assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1]);
+            let page = node.query(&a, &Query::all_ascending(1)).unwrap();
+            assert_eq!(page.next_key.as_deref(), Some("7_001010000000001_0"));
+        }
+        // Concurrent appends from both nodes into one millisecond all land.
+        let futs: Vec<_> = (0..20)
+            .map(|i| {
+                let node = if i % 2 == 0 { &node_a } else { &node_b };
+                node.append(entry(&a, 8, &format!("c{i}")))
+            })
+            .collect();
+        for r in futures_util::future::join_all(futs).await {
+            r.unwrap();
+        }
+        let seqs: Vec<u32> = node_b.get(&a, 8).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (0..20).collect::<Vec<_>>());
+        // A delete on one node is seen by the other.
+        assert!(node_b.delete(&a, 7).unwrap());
+        assert!(node_a.get(&a, 7).unwrap().is_empty());
+        // The budget is the shared table's: a sweep (here deleting nothing)
+        // measures what every node wrote.
+        let left: u64 = (0..20)
+            .map(|i| format!("c{i}"))
+            .chain(["later".to_owned()])
+            .map(|c| entry_cost(15, VALUE_OVERHEAD + 10 + c.len()))
+            .sum();
+        assert_ne!(node_a.stored_bytes(), left);
+        assert_eq!(node_a.sweep_expired(0).unwrap(), 0);
+        assert_eq!(node_a.stored_bytes(), left);
+    }
+
+    /// PostgreSQL down: appends and reads fail with a retryable error (503),
+    /// nothing panics; once it is back, the pool reconnects.
+    #[tokio::test]
+    async fn postgres_outage_is_retryable() {
+        let mut f = Fixture::postgres();
+        let store = f.open();
+        let a = imsi(1);
+        store.append(entry(&a, 1, "before")).await.unwrap();
+        f.pg.as_mut().unwrap().stop();
+        let e = store.append(entry(&a, 2, "during")).await.unwrap_err();
+        assert!(matches!(e, HarvestError::Postgres(_)), "{e}");
+        assert_eq!(error_status(&e), (503, true));
+        let e = store.query(&a, &Query::all_ascending(10)).unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(store.delete(&a, 1).unwrap_err().is_retryable());
+        assert!(store.sweep_expired(now_ms()).unwrap_err().is_retryable());
+
+        f.pg.as_mut().unwrap().restart();
+        store.append(entry(&a, 3, "after")).await.unwrap();
+        let page = store.query(&a, &Query::all_ascending(10)).unwrap();
+        assert_eq!(bodies(&page.entries), ["before", "after"]);
+    }
+
+    #[test]
+    fn postgres_unreachable_at_open_is_an_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e =
+            HarvestStore::open_postgres(&format!("postgres://u@127.0.0.1:{port}/db"), settings())
+                .unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        let e = HarvestStore::open_postgres("postgres://u@h:notaport/db", settings()).unwrap_err();
+        assert!(matches!(e, HarvestError::Postgres(_)), "{e}");
     }
 }
