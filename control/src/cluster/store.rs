@@ -83,6 +83,30 @@ pub(crate) enum Committed {
     Stale(Vec<(Vec<u8>, i64)>),
 }
 
+/// etcd refuses a transaction with more than 128 comparisons or operations
+/// (`--max-txn-ops`); a little room is left for the seeding marker.
+const MAX_TXN_OPS: usize = 120;
+
+/// `changes` in runs that each fit one transaction: a change costs its
+/// record plus a comparison and an operation per entity it names or
+/// removes (see [`EtcdStore::commit`]).
+fn chunks(changes: &[Change]) -> Vec<&[Change]> {
+    let mut out = Vec::new();
+    let (mut start, mut cost) = (0, 0);
+    for (i, c) in changes.iter().enumerate() {
+        let n = 1 + c.references().len() + usize::from(c.removes_referable().is_some());
+        if cost + n > MAX_TXN_OPS && i > start {
+            out.push(&changes[start..i]);
+            (start, cost) = (i, 0);
+        }
+        cost += n;
+    }
+    if start < changes.len() {
+        out.push(&changes[start..]);
+    }
+    out
+}
+
 /// A key's last known revision; `exists: false` is a deletion.
 #[derive(Debug, Clone, Copy)]
 struct Rev {
@@ -276,9 +300,7 @@ impl EtcdStore {
         changes: &[Change],
         seeded_at: Option<u64>,
     ) -> Result<Committed, StoreError> {
-        // Each change makes at most a handful of operations (its record,
-        // refs keys): 20 stay well under etcd's 128.
-        let mut chunks = changes.chunks(20).peekable();
+        let mut chunks = chunks(changes).into_iter().peekable();
         while let Some(chunk) = chunks.next() {
             let (mut compare, mut ops) = self.guarded(chunk)?;
             if let (Some(at), true) = (seeded_at, chunks.peek().is_none()) {
@@ -418,5 +440,37 @@ impl EtcdStore {
 
     fn revs_mut(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Rev>> {
         self.revs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Imsi;
+    use crate::store::StaticSession;
+
+    fn session(i: u32) -> Change {
+        Change::Session(
+            std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+            Some(StaticSession {
+                imsi: Imsi::parse("001010000000001").unwrap_or_else(|e| panic!("{e}")),
+                imei: None,
+                msisdn: None,
+                created_at: 0,
+            }),
+        )
+    }
+
+    #[test]
+    fn chunks_fit_etcds_operation_limit_and_keep_every_change_in_order() {
+        // A static session costs its record and its SIM's guard: 2.
+        let changes: Vec<Change> = (0..150).map(session).collect();
+        let parts = chunks(&changes);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![60, 60, 30]
+        );
+        assert!(chunks(&[]).is_empty());
+        assert_eq!(chunks(&changes[..1]).len(), 1);
     }
 }
