@@ -228,7 +228,7 @@ fleet_bench() {
   echo
   echo "writes        PUT /v1/subscribers/{imsi}/tags, 2xx only; fleet: connections spread over the 3 nodes;"
   echo "              all to node 1: the same fleet, every connection to node 1 (no other node's writes to race)"
-  echo "write_retries writes that lost the race for etcd's fence to another node and ran again (sum of the nodes' /health)"
+  echo "write_retries writes whose guarded keys another node wrote first, run again (sum of the nodes' /health)"
   echo "bound_ms      from the last Accounting-Response until every node's /health counts all sessions answered"
   echo "propagation   a tag written on node 1, node 3's API polled every 1 ms until it returns the new value"
   ratio=$(awk -v g="$(jmed "$g" req_per_s)" -v s="$(jmed "$s" req_per_s)" \
