@@ -299,12 +299,15 @@ pub fn classify_error(status: u16, body: &[u8]) -> SinkError {
         // as each request carries one refreshed ahead of expiry.
         401 | 403 => (Permanent, "unauthorized"),
         413 => (Permanent, "too_large"),
-        _ if has("MessageSizeExceeded") => (Permanent, "too_large"),
-        404 => (Permanent, "not_found"),
+        // A status that says "slow down" is believed over any body: a
+        // record dead-lettered as too large on a throttling answer would be
+        // lost for nothing (found by the funnel_sinks fuzz target).
         429 => (Throttled, "throttled"),
         // Event Hubs answers 503 for ServerBusy: a partition or the
         // namespace is over its throughput; slow down.
         503 => (Throttled, "server_busy"),
+        _ if has("MessageSizeExceeded") => (Permanent, "too_large"),
+        404 => (Permanent, "not_found"),
         _ if has("ServerBusy") => (Throttled, "server_busy"),
         408 => (Transient, "timeout"),
         500 => (Transient, "internal_error"),
@@ -516,6 +519,8 @@ mod tests {
             (503, "<Error><Code>503</Code><Detail>The request was terminated because the entity is being throttled. Error code : 50002. Sub error: 102. Please wait 4 seconds and try again. ServerBusy TrackingId:4</Detail></Error>", Throttled, "server_busy"),
             (503, "", Throttled, "server_busy"),
             (429, "", Throttled, "throttled"),
+            (429, "MessageSizeExceeded", Throttled, "throttled"),
+            (503, "MessageSizeExceeded", Throttled, "server_busy"),
             (413, "<Error><Code>413</Code><Detail>The received message (delivery-id:0, size:1048600 bytes) exceeds the limit (1046528 bytes) currently allowed on the link. TrackingId:5</Detail></Error>", Permanent, "too_large"),
             (400, "<Error><Code>400</Code><Detail>MessageSizeExceeded: The batch is too large. TrackingId:6</Detail></Error>", Permanent, "too_large"),
             (404, "<Error><Code>404</Code><Detail>The messaging entity 'sb://ns.servicebus.windows.net/nohub' could not be found. TrackingId:7</Detail></Error>", Permanent, "not_found"),
