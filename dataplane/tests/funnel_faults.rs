@@ -577,3 +577,100 @@ async fn spooled_records_survive_a_restart_and_are_delivered_after_it() {
     }
     srv.shutdown().await;
 }
+
+/// Sends `n` datagrams `{"u":i}` back to back from `sock` (so the ingress
+/// reads them in receive batches), then counts the answers until 1 s of
+/// silence.
+async fn udp_burst(sock: &tokio::net::UdpSocket, to: std::net::SocketAddr, from: usize, n: usize) {
+    for i in from..from + n {
+        sock.send_to(format!(r#"{{"u":{i}}}"#).as_bytes(), to)
+            .await
+            .unwrap();
+    }
+}
+
+async fn udp_answers(sock: &tokio::net::UdpSocket) -> HashMap<Vec<u8>, usize> {
+    let mut answers = HashMap::new();
+    let mut buf = [0u8; 256];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await {
+        *answers.entry(buf[..n].to_vec()).or_default() += 1;
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_burst_that_does_not_fit_is_taken_as_far_as_it_fits() {
+    // Nothing leaves the queue: of a burst larger than it, exactly the
+    // queue's size is taken (and answered), the rest refused and counted.
+    let mut sink = FaultSink::new(Box::new(|_, _| None));
+    Arc::get_mut(&mut sink).unwrap().stall = Some(Duration::from_secs(3600));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "durability = \"memory\"\nqueue_records = 20\nmax_in_flight = 1\nshutdown_grace_ms = 100",
+    );
+    let srv = server::start_with(cfg, Factory::new(&sink)).await.unwrap();
+    let udp = srv.bound.unified_udp.unwrap();
+    let device = tokio::net::UdpSocket::bind((local(), 0)).await.unwrap();
+    // A source without a session, in the same receive batches.
+    let stranger = tokio::net::UdpSocket::bind(("127.0.0.2", 0)).await.unwrap();
+    udp_burst(&stranger, udp, 0, 3).await;
+    udp_burst(&device, udp, 0, 64).await;
+    udp_burst(&stranger, udp, 3, 3).await;
+    assert_eq!(
+        udp_answers(&device).await,
+        HashMap::from([(b"200".to_vec(), 20)])
+    );
+    assert!(udp_answers(&stranger).await.is_empty());
+    let text = srv.services.metrics.encode();
+    assert_eq!(
+        metric(&text, "simgate_funnel_dropped_total{reason=\"queue_full\"}"),
+        44,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "simgate_ingress_rejected_total{protocol=\"udp\",reason=\"unknown_source\"}"
+        ),
+        6,
+        "{text}"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answered_udp_record_of_a_burst_is_delivered_once() {
+    // Spool durability (the default): a receive batch's records are
+    // appended together and answered when their commit is durable.
+    let sink = FaultSink::new(Box::new(|n, records| {
+        // Every third request throttles its first record: retried alone.
+        (n % 3 == 0).then(|| {
+            let mut v = vec![RecordOutcome::Delivered; records.len()];
+            v[0] = RecordOutcome::Retryable(RetryReason::throttled("throughput_exceeded"));
+            BatchOutcome::PerRecord(v)
+        })
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server::start_with(config(dir.path(), ""), Factory::new(&sink))
+        .await
+        .unwrap();
+    let udp = srv.bound.unified_udp.unwrap();
+    let device = tokio::net::UdpSocket::bind((local(), 0)).await.unwrap();
+    let mut answered = 0;
+    for round in 0..3 {
+        udp_burst(&device, udp, round * 100, 100).await;
+        let answers = udp_answers(&device).await;
+        assert_eq!(answers.keys().collect::<Vec<_>>(), vec![&b"200".to_vec()]);
+        answered += answers[&b"200".to_vec()];
+    }
+    assert!(answered > 0);
+    wait_until(Duration::from_secs(20), || {
+        sink.delivered().values().sum::<usize>() >= answered
+    })
+    .await;
+    let delivered = sink.delivered();
+    assert_eq!(delivered.len(), answered, "every answered record, once");
+    assert!(delivered.values().all(|&n| n == 1), "{delivered:?}");
+    srv.shutdown().await;
+}

@@ -10,6 +10,7 @@
 mod credentials;
 mod sessions;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -20,6 +21,7 @@ use crate::model::{
 };
 
 pub use credentials::{resolve_credentials_ref, resolve_psk, resolve_x509, CredentialRefError};
+use sessions::Resolution;
 pub use sessions::{canonical_ip, Session, SessionTable};
 
 /// Persistent (structurally shared) map: cloning a snapshot to change one
@@ -34,6 +36,9 @@ pub type Map<K, V> =
 /// One consistent version of all configuration.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
+    /// Unique in the process for every snapshot a [`SnapshotHandle`] holds
+    /// (0 for one that never was in a handle), so that what a session
+    /// resolved to under it can be remembered in the session.
     pub version: u64,
     pub operators: Map<OperatorId, Arc<Operator>>,
     pub groups: Map<GroupId, Arc<Group>>,
@@ -49,6 +54,9 @@ pub struct Identity {
     pub operator_id: OperatorId,
     /// IMEI the session reported, else the one registered on the SIM.
     pub imei: Option<Imei>,
+    /// The IMSI as shared text (Funnel's partition key), made once per
+    /// resolution rather than for every record.
+    pub imsi_text: Arc<str>,
 }
 
 /// Why traffic from a known session is refused.
@@ -80,6 +88,28 @@ impl IdentityError {
 }
 
 impl Snapshot {
+    /// [`Self::resolve`], remembered in the session for this snapshot's
+    /// version: the hot path of every device message.
+    pub fn resolve_cached(&self, session: &Session) -> Result<Arc<Identity>, IdentityError> {
+        if let Some(r) = session.resolved() {
+            if r.version == self.version && self.version != 0 {
+                return r.result.clone();
+            }
+        }
+        let result = self.resolve(session).map(Arc::new);
+        let r = Arc::new(Resolution {
+            version: self.version,
+            result: result.clone(),
+        });
+        if self.version != 0 {
+            // A reader still on an older snapshot may overwrite a newer
+            // entry; the version check above makes that a miss, not a
+            // wrong answer.
+            session.remember(&r);
+        }
+        result
+    }
+
     /// Resolves a session to the subscriber and group it belongs to,
     /// enforcing status and IMEI lock.
     pub fn resolve(&self, session: &Session) -> Result<Identity, IdentityError> {
@@ -119,6 +149,7 @@ impl Snapshot {
             .unwrap_or_else(default_operator);
         Ok(Identity {
             imei: session.imei.clone().or_else(|| subscriber.imei.clone()),
+            imsi_text: subscriber.imsi.shared(),
             subscriber: Arc::clone(subscriber),
             group,
             operator_id,
@@ -146,8 +177,17 @@ pub struct SnapshotHandle {
     current: ArcSwap<Snapshot>,
 }
 
+/// The next snapshot version, shared by every handle in the process (an
+/// in-process fleet test runs several), so a version names one snapshot.
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+fn next_version() -> u64 {
+    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
+}
+
 impl SnapshotHandle {
-    pub fn new(snapshot: Snapshot) -> Self {
+    pub fn new(mut snapshot: Snapshot) -> Self {
+        snapshot.version = next_version();
         Self {
             current: ArcSwap::from_pointee(snapshot),
         }
@@ -162,9 +202,9 @@ impl SnapshotHandle {
         self.current.load_full()
     }
 
-    /// Installs a new snapshot; its version is set to follow the current one.
+    /// Installs a new snapshot under a new version.
     pub fn store(&self, mut snapshot: Snapshot) {
-        snapshot.version = self.current.load().version + 1;
+        snapshot.version = next_version();
         self.current.store(Arc::new(snapshot));
     }
 }
@@ -230,5 +270,59 @@ mod tests {
         assert_eq!(e.reason(), "imei_lock");
         let e = s.resolve(&session(None)).unwrap_err();
         assert_eq!(e.reason(), "imei_lock");
+    }
+
+    #[test]
+    fn a_session_remembers_its_identity_until_the_snapshot_changes() {
+        let handle = SnapshotHandle::new(snap(SubscriberStatus::Active, None));
+        let session = Arc::new(session(None));
+        let first = handle.load().resolve_cached(&session).unwrap();
+        let again = handle.load().resolve_cached(&session).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "resolved again without a change"
+        );
+        assert_eq!(&*first.imsi_text, "001010000000001");
+
+        // Suspending the SIM makes a new snapshot: the cached identity is
+        // not used under it, and the refusal is remembered in turn.
+        handle.store(snap(SubscriberStatus::Suspended, None));
+        let e = handle.load().resolve_cached(&session).unwrap_err();
+        assert_eq!(e.reason(), "sim_not_active");
+        assert_eq!(
+            handle.load().resolve_cached(&session).unwrap_err().reason(),
+            "sim_not_active"
+        );
+
+        // An older snapshot still in a reader's hands gets its own answer,
+        // not the newer one's.
+        let old = Snapshot {
+            version: first_version(&handle) - 1,
+            ..snap(SubscriberStatus::Active, None)
+        };
+        assert!(old.resolve_cached(&session).is_ok());
+        handle.store(snap(SubscriberStatus::Active, None));
+        assert!(!Arc::ptr_eq(
+            &handle.load().resolve_cached(&session).unwrap(),
+            &first
+        ));
+
+        // A copied session starts with nothing remembered and still equals
+        // the original.
+        assert_eq!(*session, (*session).clone());
+    }
+
+    fn first_version(handle: &SnapshotHandle) -> u64 {
+        handle.load().version
+    }
+
+    #[test]
+    fn snapshots_outside_a_handle_are_not_remembered() {
+        let s = snap(SubscriberStatus::Active, None);
+        assert_eq!(s.version, 0);
+        let session = session(None);
+        let a = s.resolve_cached(&session).unwrap();
+        let b = s.resolve_cached(&session).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
     }
 }

@@ -3,8 +3,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use dashmap::{DashMap, DashSet};
 
+use super::{Identity, IdentityError};
 use crate::model::{Imei, Imsi, Msisdn};
 
 /// One packet-data session: which SIM holds an address.
@@ -13,11 +15,61 @@ pub struct Session {
     pub imsi: Imsi,
     pub imei: Option<Imei>,
     pub msisdn: Option<Msisdn>,
+    /// What this session resolved to under the newest snapshot that
+    /// resolved it ([`super::Snapshot::resolve_cached`]).
+    resolved: ResolvedSlot,
 }
 
 impl Session {
     pub fn new(imsi: Imsi, imei: Option<Imei>, msisdn: Option<Msisdn>) -> Self {
-        Self { imsi, imei, msisdn }
+        Self {
+            imsi,
+            imei,
+            msisdn,
+            resolved: ResolvedSlot::default(),
+        }
+    }
+
+    pub(super) fn resolved(&self) -> Option<Arc<Resolution>> {
+        self.resolved.0.load_full()
+    }
+
+    pub(super) fn remember(&self, resolution: &Arc<Resolution>) {
+        self.resolved.0.store(Some(Arc::clone(resolution)));
+    }
+}
+
+/// A session's identity as one snapshot version resolved it: a datagram
+/// from a known device costs the session probe and a version compare, not
+/// two more map probes and an `Identity` built (or refused) again.
+#[derive(Debug)]
+pub(super) struct Resolution {
+    pub(super) version: u64,
+    pub(super) result: Result<Arc<Identity>, IdentityError>,
+}
+
+/// A cache, not part of what a session is: equal whatever it holds, and a
+/// copied session starts without it.
+#[derive(Default)]
+struct ResolvedSlot(ArcSwapOption<Resolution>);
+
+impl Clone for ResolvedSlot {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for ResolvedSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ResolvedSlot {}
+
+impl std::fmt::Debug for ResolvedSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
     }
 }
 

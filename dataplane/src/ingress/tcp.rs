@@ -39,7 +39,7 @@ pub struct DeviceConnection {
     pub peer: SocketAddr,
     /// Who the device was at accept (a stream service keeps this identity
     /// for the connection's life, as a SORACOM session does).
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub snapshot: Arc<Snapshot>,
     pub listener: &'static str,
     pub limits: TcpLimits,

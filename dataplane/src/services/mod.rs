@@ -1,6 +1,7 @@
 //! Device-facing services, each named as SORACOM names it, and the routing of
 //! one device message to the services its SIM's group enables.
 
+mod batch;
 pub mod beam;
 pub mod endorse;
 pub mod funk;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use simgate_control::{Identity, IdentityError, SessionTable, Snapshot, SnapshotHandle};
 
 use crate::metrics::Metrics;
+pub use batch::BatchAnswers;
 use funnel::{Accepted, Funnel, FunnelReply, SourceProtocol};
 use harvest::{Category, HarvestError, HarvestStore, NewEntry};
 
@@ -147,22 +149,24 @@ impl Services {
     pub fn identify(
         &self,
         peer: SocketAddr,
-    ) -> Result<(Identity, arc_swap::Guard<Arc<Snapshot>>), IdentityError> {
+    ) -> Result<(Arc<Identity>, arc_swap::Guard<Arc<Snapshot>>), IdentityError> {
         let snapshot = self.snapshot.load();
         let identity = self.identify_in(peer, &snapshot)?;
         Ok((identity, snapshot))
     }
 
+    /// The session probe, then what the session remembers resolving to
+    /// under this snapshot (resolved again only when the snapshot changed).
     fn identify_in(
         &self,
         peer: SocketAddr,
         snapshot: &Snapshot,
-    ) -> Result<Identity, IdentityError> {
+    ) -> Result<Arc<Identity>, IdentityError> {
         let session = self
             .sessions
             .lookup(peer.ip())
             .ok_or(IdentityError::NoSession)?;
-        snapshot.resolve(&session)
+        snapshot.resolve_cached(&session)
     }
 
     /// Serves one message.

@@ -233,6 +233,40 @@ impl Future for AppendAck {
     }
 }
 
+/// The bytes a record takes on disk, or why it cannot be spooled.
+fn frame_len(partition_key: &str, data: &[u8]) -> Result<u64, SpoolError> {
+    format::frame_len(partition_key.len(), data.len())
+        .map(|n| n as u64)
+        .map_err(|e| SpoolError::TooLarge {
+            size: e.size,
+            max: e.max,
+        })
+}
+
+/// Queues one admitted record under the queue lock; returns its seq.
+fn push(
+    q: &mut Queue,
+    partition_key: Arc<str>,
+    data: Bytes,
+    accepted_at_ms: u64,
+    frame_len: u64,
+    done: Option<oneshot::Sender<Result<u64, SpoolError>>>,
+) -> u64 {
+    let seq = q.next_seq;
+    q.next_seq += 1;
+    q.pending.push(Pending {
+        record: SpoolRecord {
+            seq,
+            accepted_at_ms,
+            partition_key,
+            data,
+        },
+        frame_len,
+        done,
+    });
+    seq
+}
+
 impl Spool {
     /// Opens or creates the spool in `dir` and starts its writer thread.
     ///
@@ -295,13 +329,55 @@ impl Spool {
         data: Bytes,
         accepted_at_ms: u64,
     ) -> Result<AppendAck, SpoolError> {
-        let frame_len = format::frame_len(partition_key.len(), data.len()).map_err(|e| {
-            SpoolError::TooLarge {
-                size: e.size,
-                max: e.max,
-            }
-        })? as u64;
+        let frame_len = frame_len(&partition_key, &data)?;
+        let mut q = self.admit(frame_len)?;
         let (tx, rx) = oneshot::channel();
+        let seq = push(
+            &mut q,
+            partition_key,
+            data,
+            accepted_at_ms,
+            frame_len,
+            Some(tx),
+        );
+        self.wake(&mut q);
+        Ok(AppendAck { seq, rx })
+    }
+
+    /// [`Self::append`] for several records at once (a receive batch's
+    /// records to one destination): one lock, one budget check for all of
+    /// them (all or none are queued), and one future, resolved once every
+    /// one of them is durable (with the last seq).
+    pub fn append_many(
+        &self,
+        records: Vec<(Arc<str>, Bytes)>,
+        accepted_at_ms: u64,
+    ) -> Result<AppendAck, SpoolError> {
+        let mut total = 0u64;
+        for (key, data) in &records {
+            total = total.saturating_add(frame_len(key, data)?);
+        }
+        let mut q = self.admit(total)?;
+        let (tx, rx) = oneshot::channel();
+        let mut done = Some(tx);
+        let last = records.len().saturating_sub(1);
+        let mut seq = q.next_seq;
+        for (i, (key, data)) in records.into_iter().enumerate() {
+            // Sizes were checked above, so this cannot fail now.
+            let len = frame_len(&key, &data).unwrap_or(0);
+            let waiter = if i == last { done.take() } else { None };
+            seq = push(&mut q, key, data, accepted_at_ms, len, waiter);
+        }
+        if let Some(tx) = done {
+            // Nothing to write: durable already.
+            let _ = tx.send(Ok(seq));
+        }
+        self.wake(&mut q);
+        Ok(AppendAck { seq, rx })
+    }
+
+    /// Takes the queue lock and reserves `bytes` of the budget, or refuses.
+    fn admit(&self, bytes: u64) -> Result<MutexGuard<'_, Queue>, SpoolError> {
         let max = self.shared.opts.max_bytes;
         let mut q = lock(&self.shared.queue);
         if q.closed {
@@ -309,31 +385,22 @@ impl Spool {
         }
         let used = self.shared.used.load(Ordering::Relaxed);
         let over = match self.shared.opts.when_full {
-            WhenFull::Refuse => used.saturating_add(frame_len) > max,
-            WhenFull::DropOldest => q.pending_bytes.saturating_add(frame_len) > max,
+            WhenFull::Refuse => used.saturating_add(bytes) > max,
+            WhenFull::DropOldest => q.pending_bytes.saturating_add(bytes) > max,
         };
         if over {
             return Err(SpoolError::Full { used, max });
         }
-        self.shared.used.fetch_add(frame_len, Ordering::Relaxed);
-        q.pending_bytes += frame_len;
-        let seq = q.next_seq;
-        q.next_seq += 1;
-        q.pending.push(Pending {
-            record: SpoolRecord {
-                seq,
-                accepted_at_ms,
-                partition_key,
-                data,
-            },
-            frame_len,
-            done: tx,
-        });
+        self.shared.used.fetch_add(bytes, Ordering::Relaxed);
+        q.pending_bytes += bytes;
+        Ok(q)
+    }
+
+    fn wake(&self, q: &mut Queue) {
         if q.writer_idle {
             q.writer_idle = false;
             self.shared.wake.notify_one();
         }
-        Ok(AppendAck { seq, rx })
     }
 
     /// A cursor over committed, unacked records, oldest first. Meant for one

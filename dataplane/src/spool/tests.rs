@@ -719,3 +719,49 @@ fn spool_segment_size_is_capped_at_a_quarter_of_the_budget() {
     let o = SpoolOptions::default().effective();
     assert_eq!(o.segment_bytes, 64 << 20);
 }
+
+#[tokio::test]
+async fn spool_appends_many_as_one_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments, so a batch straddles a segment roll.
+    let (spool, _) = Spool::open(dir.path(), opts(64 << 10, 1 << 10, WhenFull::Refuse)).unwrap();
+    let batch = |from: u64, n: u64| -> Vec<(Arc<str>, Bytes)> {
+        (from..from + n).map(|i| (key(i), data(i, 100))).collect()
+    };
+    let ack = spool.append_many(batch(0, 30), 1_000).unwrap();
+    assert_eq!(ack.seq(), 29, "the ack names the batch's last seq");
+    assert_eq!(ack.await.unwrap(), 29);
+    // Resolved only once all of them are committed.
+    assert_eq!(*spool.committed().borrow(), 30);
+    let mut reader = spool.reader();
+    let got = read_all(&mut reader);
+    assert_eq!(got.len(), 30);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.seq, i as u64);
+        assert_eq!(r.data, data(i as u64, 100));
+        assert_eq!(r.partition_key, key(i as u64));
+    }
+
+    // Over the budget: none of the batch is queued, and what fits alone
+    // still goes in.
+    let used = spool.stats().bytes;
+    let too_many = ((64 << 10) - used) / 100 + 10;
+    let err = spool.append_many(batch(30, too_many), 1_000).unwrap_err();
+    assert!(matches!(err, SpoolError::Full { .. }), "{err:?}");
+    assert_eq!(
+        spool
+            .append(key(30), data(30, 100), 1_030)
+            .unwrap()
+            .await
+            .unwrap(),
+        30
+    );
+
+    // An empty batch is durable at once.
+    spool.append_many(Vec::new(), 1_000).unwrap().await.unwrap();
+    spool.close();
+    drop(reader);
+    drop(spool);
+    let (_, report) = Spool::open(dir.path(), roomy()).unwrap();
+    assert_eq!(report.unacked_estimate, 31);
+}

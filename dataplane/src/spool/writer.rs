@@ -44,7 +44,19 @@ pub(super) const ACK_LOG_TMP: &str = "acks.log.tmp";
 pub(super) struct Pending {
     pub(super) record: SpoolRecord,
     pub(super) frame_len: u64,
-    pub(super) done: oneshot::Sender<Result<u64, SpoolError>>,
+    /// Who waits for the commit: the last record of an
+    /// [`super::Spool::append_many`] carries it for all (records commit in
+    /// seq order, so its success is theirs, and a failure before it fails
+    /// it too).
+    pub(super) done: Option<oneshot::Sender<Result<u64, SpoolError>>>,
+}
+
+impl Pending {
+    fn answer(self, result: Result<u64, SpoolError>) {
+        if let Some(done) = self.done {
+            let _ = done.send(result);
+        }
+    }
 }
 
 /// The segment being appended to.
@@ -147,7 +159,7 @@ impl Drop for ExitGuard {
         };
         for p in pending {
             self.0.used.fetch_sub(p.frame_len, Ordering::Relaxed);
-            let _ = p.done.send(Err(SpoolError::Closed));
+            p.answer(Err(SpoolError::Closed));
         }
     }
 }
@@ -243,7 +255,8 @@ impl Writer {
             };
             self.shared.committed.send_replace(committed_end);
             for p in run {
-                let _ = p.done.send(Ok(p.record.seq));
+                let seq = p.record.seq;
+                p.answer(Ok(seq));
             }
         }
         if self.buf.capacity() > 4 * WRITE_CHUNK {
@@ -318,9 +331,7 @@ impl Writer {
         }
         drop(st);
         for p in batch {
-            let _ = p
-                .done
-                .send(Err(SpoolError::Io(io::Error::new(e.kind(), e.to_string()))));
+            p.answer(Err(SpoolError::Io(io::Error::new(e.kind(), e.to_string()))));
         }
     }
 

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::metrics::{member, ListenerLabels};
 use crate::services::funnel::SourceProtocol;
-use crate::services::{Entry, Handled, Message, Reply, Services};
+use crate::services::{BatchAnswers, Entry, Handled, Message, Reply, Services};
 
 mod replies;
 
@@ -125,13 +125,21 @@ fn log_recv_buffer(listener: &'static str, addr: SocketAddr, workers: usize, soc
     }
 }
 
-/// A datagram whose answer waits (for a commit): who to answer, from which
-/// local address, and the answer to come.
-type LaterReply = (
-    SocketAddr,
-    Option<std::net::IpAddr>,
-    std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>,
-);
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
+
+/// An answer that waits (for a commit): who to answer, from which local
+/// address, and the answer to come; several devices may wait for one
+/// commit and get the same answer.
+struct Later {
+    to: To,
+    reply: Pending,
+}
+
+/// Who gets an answer, and from which local address.
+enum To {
+    One(SocketAddr, Option<std::net::IpAddr>),
+    Many(Vec<(SocketAddr, Option<std::net::IpAddr>)>),
+}
 
 struct Worker {
     socket: UdpSocket,
@@ -152,7 +160,8 @@ impl Worker {
         let slot = (MAX_DATAGRAM * gro).min(1 << 20);
         let mut buf = vec![0u8; slot * BATCH_SIZE];
         let mut meta = [RecvMeta::default(); BATCH_SIZE];
-        let mut later: Vec<LaterReply> = Vec::new();
+        let mut later: Vec<Later> = Vec::new();
+        let mut answers = BatchAnswers::default();
         let mut replies = Replies::default();
         let received = member(
             &this.services.metrics.ingress_messages,
@@ -186,8 +195,11 @@ impl Worker {
                     }
                 }
             };
-            // One configuration snapshot for the whole receive batch.
+            // One configuration snapshot for the whole receive batch, and
+            // the batch served as one ([`Services::handle_batch`]).
             let snapshot = this.services.snapshot.load_full();
+            let mut msgs = Vec::with_capacity(n);
+            let mut dst = Vec::with_capacity(n);
             for (m, chunk) in meta.iter().zip(buf.chunks(slot)).take(n) {
                 let data = &chunk[..m.len.min(chunk.len())];
                 let stride = if m.stride == 0 {
@@ -195,36 +207,49 @@ impl Worker {
                 } else {
                     m.stride
                 };
-                let mut serve = |datagram: &[u8]| {
-                    received.inc();
-                    let msg = Message {
+                let mut add = |datagram| {
+                    msgs.push(Message {
                         peer: m.addr,
                         protocol: SourceProtocol::Udp,
                         entry: this.entry,
                         payload: datagram,
                         content_type: None,
                         timestamp: None,
-                    };
-                    match this.services.handle_with(&msg, &snapshot) {
-                        Handled::Now(reply) => {
-                            if let Some(line) = this.answer(&reply) {
-                                replies.push(m.addr, m.dst_ip, line);
-                            }
-                        }
-                        Handled::Later(fut) => later.push((m.addr, m.dst_ip, fut)),
-                        // Unknown sources get no answer: nothing to learn
-                        // from probing.
-                        Handled::Refused(_) => {}
-                    }
+                    });
+                    dst.push(m.dst_ip);
                 };
-                for datagram in data.chunks(stride) {
-                    serve(datagram);
-                }
                 if data.is_empty() {
-                    serve(data);
+                    add(data);
+                }
+                data.chunks(stride).for_each(&mut add);
+            }
+            received.inc_by(msgs.len() as u64);
+            this.services.handle_batch(&msgs, &snapshot, &mut answers);
+            drop(snapshot);
+            for (i, handled) in answers.each.drain(..).enumerate() {
+                let (peer, local) = (msgs[i].peer, dst[i]);
+                match handled {
+                    Some(Handled::Now(reply)) => {
+                        if let Some(line) = this.answer(&reply) {
+                            replies.push(peer, local, line);
+                        }
+                    }
+                    Some(Handled::Later(reply)) => later.push(Later {
+                        to: To::One(peer, local),
+                        reply,
+                    }),
+                    // Unknown sources get no answer: nothing to learn
+                    // from probing. `None`: answered together below.
+                    Some(Handled::Refused(_)) | None => {}
                 }
             }
-            drop(snapshot);
+            for (slots, fut) in answers.together.drain(..) {
+                let to = slots.iter().map(|&i| (msgs[i].peer, dst[i])).collect();
+                later.push(Later {
+                    to: To::Many(to),
+                    reply: fut,
+                });
+            }
             if !replies.is_empty() {
                 this.flush(&mut replies);
             }
@@ -262,17 +287,24 @@ impl Worker {
     /// Sends the answers that wait for a commit, each as soon as it is
     /// ready (a Beam request to a slow upstream must not hold back the
     /// Funnel answers received with it), those ready together in one call.
-    async fn answer_later(self: Arc<Self>, batch: Vec<LaterReply>) {
+    async fn answer_later(self: Arc<Self>, batch: Vec<Later>) {
         let mut pending: FuturesUnordered<_> = batch
             .into_iter()
-            .map(|(peer, local, fut)| async move { (peer, local, fut.await) })
+            .map(|later| async move { (later.to, later.reply.await) })
             .collect();
         let mut replies = Replies::default();
         while let Some(first) = pending.next().await {
             let mut ready = Some(first);
-            while let Some((peer, local, reply)) = ready {
+            while let Some((to, reply)) = ready {
                 if let Some(line) = self.answer(&reply) {
-                    replies.push(peer, local, line);
+                    match to {
+                        To::One(peer, local) => replies.push(peer, local, line),
+                        To::Many(to) => {
+                            for (peer, local) in to {
+                                replies.push(peer, local, line.clone());
+                            }
+                        }
+                    }
                 }
                 ready = pending.next().now_or_never().flatten();
             }

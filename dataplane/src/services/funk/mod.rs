@@ -392,6 +392,7 @@ mod tests {
             group: Some(Arc::new(serde_json::from_value(group).unwrap())),
             operator_id: simgate_control::OperatorId::parse("OP0000000001").unwrap(),
             imei: None,
+            imsi_text: Arc::from("001010000000001"),
         }
     }
 

@@ -35,7 +35,7 @@ use crate::batch::{
 use crate::dead_letters::{DeadLetter, DeadLetterStore};
 use crate::metrics::{member, KindLabels, Metrics, ReasonLabels, SinkLabels, SinkResultLabels};
 use crate::sinks::{BatchOutcome, Sink, SinkRecord};
-use crate::spool::{Spool, SpoolError, SpoolReader};
+use crate::spool::{AppendAck, Spool, SpoolError, SpoolReader};
 
 use super::DestinationKey;
 
@@ -63,11 +63,21 @@ impl SubmitError {
     }
 }
 
+/// Resolves when spooled records are durable (and may be acknowledged).
+pub type Commit = Pin<Box<dyn Future<Output = Result<(), SubmitError>> + Send + 'static>>;
+
 /// A record accepted by [`DestinationQueue::try_submit`]: acknowledged now
 /// (memory), or once the spool's group commit resolves.
 pub enum Accepted {
     Now,
-    Commit(Pin<Box<dyn Future<Output = Result<(), SubmitError>> + Send + 'static>>),
+    Commit(Commit),
+}
+
+/// What [`DestinationQueue::try_submit_many`] did with each record.
+pub struct Submitted {
+    pub results: Vec<Result<(), SubmitError>>,
+    /// The commit every accepted record waits for (spool); `None`: now.
+    pub commit: Option<Commit>,
 }
 
 impl Accepted {
@@ -99,9 +109,16 @@ struct Held {
     hold: Hold,
 }
 
+/// What one intake send carries: a record, or a receive batch's records
+/// for this destination (one channel operation for all of them).
+enum Parcel {
+    One(Held),
+    Many(Vec<Held>),
+}
+
 enum Intake {
     Memory {
-        tx: mpsc::UnboundedSender<Held>,
+        tx: mpsc::UnboundedSender<Parcel>,
         records: Arc<Semaphore>,
         bytes: Arc<Semaphore>,
     },
@@ -147,6 +164,123 @@ impl DestinationQueue {
         }
     }
 
+    /// Accepts several records if there is room now (a UDP receive batch's
+    /// records for this destination): one permit acquisition and one
+    /// channel send for all of them, or one spool append; record by record
+    /// only when they do not all fit. `results[i]` says whether `records[i]`
+    /// was taken; those taken may be acknowledged once `commit` resolves
+    /// (`None`: now).
+    pub fn try_submit_many(&self, records: Vec<SinkRecord>) -> Submitted {
+        let mut results = Vec::with_capacity(records.len());
+        let mut fits = Vec::with_capacity(records.len());
+        let mut total = 0usize;
+        for record in records {
+            match self.check_size(&record) {
+                Ok(size) => {
+                    total += size as usize;
+                    results.push(Ok(()));
+                    fits.push((record, size));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if fits.is_empty() {
+            return Submitted {
+                results,
+                commit: None,
+            };
+        }
+        let commit = match &self.intake {
+            Intake::Memory { tx, records, bytes } => {
+                match self.send_memory_many(tx, records, bytes, &mut fits, total) {
+                    Ok(()) => None,
+                    Err(SubmitError::Full) => {
+                        // Not all fit: as many as do, one by one.
+                        let mut fits = fits.into_iter();
+                        for r in results.iter_mut().filter(|r| r.is_ok()) {
+                            if let Some((record, _)) = fits.next() {
+                                *r = self.try_submit(record).map(drop);
+                            }
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        results
+                            .iter_mut()
+                            .filter(|r| r.is_ok())
+                            .for_each(|r| *r = Err(e));
+                        None
+                    }
+                }
+            }
+            Intake::Spool(spool) => {
+                let n = fits.len() as u64;
+                let batch = fits
+                    .into_iter()
+                    .map(|(r, _)| (r.partition_key, r.data))
+                    .collect();
+                match spool.append_many(batch, now_ms()) {
+                    Ok(ack) => {
+                        self.records_in.inc_by(n);
+                        Some(self.commit_of(ack))
+                    }
+                    Err(e) => {
+                        // All or none: the devices retry, as after any
+                        // refusal (a full spool frees up as the sink
+                        // catches up).
+                        let e = self.spool_error(&e);
+                        results
+                            .iter_mut()
+                            .filter(|r| r.is_ok())
+                            .for_each(|r| *r = Err(e));
+                        None
+                    }
+                }
+            }
+        };
+        Submitted { results, commit }
+    }
+
+    /// Takes the permits of all `fits` at once and sends them as one parcel.
+    fn send_memory_many(
+        &self,
+        tx: &mpsc::UnboundedSender<Parcel>,
+        records: &Arc<Semaphore>,
+        bytes: &Arc<Semaphore>,
+        fits: &mut Vec<(SinkRecord, u32)>,
+        total: usize,
+    ) -> Result<(), SubmitError> {
+        let count = u32::try_from(fits.len()).map_err(|_| SubmitError::Full)?;
+        let total = u32::try_from(total).map_err(|_| SubmitError::Full)?;
+        let mut all_records = map_try(Arc::clone(records).try_acquire_many_owned(count))?;
+        let mut all_bytes = map_try(Arc::clone(bytes).try_acquire_many_owned(total))?;
+        // Each record gives its own share back when it leaves.
+        let mut shares = Vec::with_capacity(fits.len());
+        for (_, size) in fits.iter() {
+            match (all_records.split(1), all_bytes.split(*size as usize)) {
+                (Some(records), Some(bytes)) => shares.push(Permits { records, bytes }),
+                // Cannot happen (exactly the sum was acquired); `fits` is
+                // untouched, so the caller goes on record by record.
+                _ => return Err(SubmitError::Full),
+            }
+        }
+        let accepted_at_ms = now_ms();
+        let parcel: Vec<Held> = fits
+            .drain(..)
+            .zip(shares)
+            .map(|((record, _), permits)| Held {
+                record,
+                accepted_at_ms,
+                hold: Hold::Memory(permits),
+            })
+            .collect();
+        let n = parcel.len() as u64;
+        tx.send(Parcel::Many(parcel))
+            .map_err(|_| SubmitError::Closed)?;
+        self.records_in.inc_by(n);
+        Ok(())
+    }
+
     /// Accepts a record, waiting for room (TCP: the connection is not read
     /// while the destination is full), and for its commit.
     pub async fn submit(&self, record: SinkRecord) -> Result<(), SubmitError> {
@@ -177,13 +311,18 @@ impl DestinationQueue {
     }
 
     fn append(&self, spool: &Arc<Spool>, record: SinkRecord) -> Result<Accepted, SubmitError> {
-        let commit = spool
+        let ack = spool
             .append(record.partition_key, record.data, now_ms())
             .map_err(|e| self.spool_error(&e))?;
         self.records_in.inc();
+        Ok(Accepted::Commit(self.commit_of(ack)))
+    }
+
+    /// Waits for a spool commit, counting and logging a failed one.
+    fn commit_of(&self, ack: AppendAck) -> Commit {
         let errors = self.storage_errors.clone();
-        Ok(Accepted::Commit(Box::pin(async move {
-            commit.await.map(drop).map_err(|e| {
+        Box::pin(async move {
+            ack.await.map(drop).map_err(|e| {
                 errors.inc();
                 tracing::error!(error = %e, "spool commit failed: the record was not acknowledged");
                 match e {
@@ -191,7 +330,7 @@ impl DestinationQueue {
                     _ => SubmitError::Storage,
                 }
             })
-        })))
+        })
     }
 
     fn spool_error(&self, e: &SpoolError) -> SubmitError {
@@ -219,15 +358,15 @@ impl DestinationQueue {
 
     fn send_memory(
         &self,
-        tx: &mpsc::UnboundedSender<Held>,
+        tx: &mpsc::UnboundedSender<Parcel>,
         record: SinkRecord,
         permits: Permits,
     ) -> Result<(), SubmitError> {
-        tx.send(Held {
+        tx.send(Parcel::One(Held {
             record,
             accepted_at_ms: now_ms(),
             hold: Hold::Memory(permits),
-        })
+        }))
         .map_err(|_| SubmitError::Closed)?;
         self.records_in.inc();
         Ok(())
@@ -425,7 +564,7 @@ pub(crate) fn spawn_destination(
 
 enum Source {
     Memory {
-        rx: mpsc::UnboundedReceiver<Held>,
+        rx: mpsc::UnboundedReceiver<Parcel>,
         open: bool,
     },
     Spool {
@@ -815,12 +954,18 @@ async fn next_input(source: &mut Source) -> Input {
                 *open = false;
                 return Input::Records(Vec::new());
             };
-            let mut batch = vec![first];
-            while batch.len() < 1024 {
-                match rx.try_recv() {
-                    Ok(h) => batch.push(h),
-                    Err(_) => break,
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(parcel) = next {
+                match parcel {
+                    Parcel::One(h) => batch.push(h),
+                    Parcel::Many(hs) => batch.extend(hs),
                 }
+                next = if batch.len() < 1024 {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
             Input::Records(batch)
         }

@@ -27,7 +27,7 @@ use crate::sinks::{Sink, SinkRecord};
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 use delivery::SharedSink;
 
-pub use delivery::{Accepted, DestinationQueue, SubmitError};
+pub use delivery::{Accepted, Commit, DestinationQueue, SubmitError, Submitted};
 
 /// What a dead-letter replay did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -266,52 +266,100 @@ impl Funnel {
         let Some(config) = enabled_config(identity) else {
             return Err(FunnelReply::Disabled);
         };
-        let encoding = match (http_json, config.content_type) {
-            (Some(true), _) | (None, FunnelContentType::Json) => PayloadEncoding::Json,
+        let encoding = match http_json {
+            Some(true) => PayloadEncoding::Json,
             // HTTP follows its Content-Type: only JSON is embedded.
-            (Some(false), _)
-            | (
-                None,
-                FunnelContentType::Text
-                | FunnelContentType::Binary
-                | FunnelContentType::BinaryParser,
-            ) => PayloadEncoding::Wrapped,
-            (None, FunnelContentType::Unspecified) => PayloadEncoding::Unspecified,
+            Some(false) => PayloadEncoding::Wrapped,
+            None => group_encoding(config.content_type),
         };
-        let meta = EnvelopeMeta {
-            operator_id: &identity.operator_id,
-            credentials_id: &config.credentials_id,
-            destination: &config.destination,
-            source_protocol: protocol,
-            timestamp_ms,
-            imsi: &identity.subscriber.imsi,
-            imei: identity.imei.as_ref(),
-            sim_id: config
-                .add_sim_id
-                .then_some(identity.subscriber.sim_id.as_ref()),
-        };
-        let payloads_only = config.destination.payloads_only;
-        // Encoded into a reused per-thread buffer, then copied once into a
-        // buffer of the exact size: growing a fresh Vec took about seven
-        // reallocations per record, and over-allocating would hide memory
-        // from the queue's byte budget (which counts lengths).
         let data = SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            let r = envelope::encode(&meta, payload, encoding, payloads_only, scratch)
-                .map(|()| Bytes::copy_from_slice(scratch));
+            let r = encode_into(
+                identity,
+                config,
+                protocol,
+                payload,
+                encoding,
+                timestamp_ms,
+                scratch,
+            )
+            .map(|()| Bytes::copy_from_slice(scratch));
             // A rare large record does not pin its size on every thread.
             scratch.shrink_to(64 << 10);
             r
-        });
-        let data = data.map_err(|EnvelopeError::InvalidJson| FunnelReply::InvalidJson)?;
+        })?;
         let queue = self.queue(config, snapshot)?;
         Ok(Prepared {
             queue,
             record: SinkRecord {
-                partition_key: identity.subscriber.imsi.shared(),
+                partition_key: Arc::clone(&identity.imsi_text),
                 data,
             },
         })
+    }
+
+    /// [`Self::prepare`] for a record of a receive batch (UDP/TCP payload,
+    /// the group's `contentType` decides): its envelope goes into the
+    /// batch's buffer and its destination queue is looked up once per group
+    /// in the batch. `slot` is the message's place in the batch.
+    pub fn prepare_in(
+        &self,
+        batch: &mut FunnelBatch,
+        slot: usize,
+        identity: &Identity,
+        snapshot: &Snapshot,
+        protocol: SourceProtocol,
+        payload: &[u8],
+        timestamp_ms: u64,
+    ) -> Result<(), FunnelReply> {
+        let Some(config) = enabled_config(identity) else {
+            return Err(FunnelReply::Disabled);
+        };
+        let encoding = group_encoding(config.content_type);
+        let start = batch.arena.len();
+        if let Err(e) = encode_into(
+            identity,
+            config,
+            protocol,
+            payload,
+            encoding,
+            timestamp_ms,
+            &mut batch.arena,
+        ) {
+            batch.arena.truncate(start);
+            return Err(e);
+        }
+        // The group's configuration lives as long as the snapshot the batch
+        // is served under, so its address names it for the batch.
+        let group_key = std::ptr::from_ref(config) as usize;
+        let queue = match batch.last_group {
+            Some((key, q)) if key == group_key => q,
+            _ => {
+                let queue = match self.queue(config, snapshot) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        batch.arena.truncate(start);
+                        return Err(e);
+                    }
+                };
+                let q = match batch.queues.iter().position(|q| Arc::ptr_eq(q, &queue)) {
+                    Some(q) => q,
+                    None => {
+                        batch.queues.push(queue);
+                        batch.queues.len() - 1
+                    }
+                };
+                batch.last_group = Some((group_key, q));
+                q
+            }
+        };
+        batch.records.push(BatchRecord {
+            slot,
+            queue,
+            span: start..batch.arena.len(),
+            partition_key: Arc::clone(&identity.imsi_text),
+        });
+        Ok(())
     }
 
     fn queue(
@@ -517,6 +565,107 @@ impl Funnel {
             std::mem::take(&mut *w)
         };
         while set.join_next().await.is_some() {}
+    }
+}
+
+/// How a UDP or TCP payload is put in the envelope: as the group's
+/// `contentType` says.
+fn group_encoding(content_type: FunnelContentType) -> PayloadEncoding {
+    match content_type {
+        FunnelContentType::Json => PayloadEncoding::Json,
+        FunnelContentType::Text | FunnelContentType::Binary | FunnelContentType::BinaryParser => {
+            PayloadEncoding::Wrapped
+        }
+        FunnelContentType::Unspecified => PayloadEncoding::Unspecified,
+    }
+}
+
+/// Appends a record's envelope to `out`.
+fn encode_into(
+    identity: &Identity,
+    config: &FunnelConfig,
+    protocol: SourceProtocol,
+    payload: &[u8],
+    encoding: PayloadEncoding,
+    timestamp_ms: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), FunnelReply> {
+    let meta = EnvelopeMeta {
+        operator_id: &identity.operator_id,
+        credentials_id: &config.credentials_id,
+        destination: &config.destination,
+        source_protocol: protocol,
+        timestamp_ms,
+        imsi: &identity.subscriber.imsi,
+        imei: identity.imei.as_ref(),
+        sim_id: config
+            .add_sim_id
+            .then_some(identity.subscriber.sim_id.as_ref()),
+    };
+    envelope::encode(
+        &meta,
+        payload,
+        encoding,
+        config.destination.payloads_only,
+        out,
+    )
+    .map_err(|EnvelopeError::InvalidJson| FunnelReply::InvalidJson)
+}
+
+/// A receive batch's Funnel records before they are queued: their
+/// envelopes side by side in one buffer (copied out once, as one
+/// allocation the records share), and the destination queues they go to.
+/// Reused from batch to batch by the ingress worker.
+#[derive(Default)]
+pub struct FunnelBatch {
+    arena: Vec<u8>,
+    records: Vec<BatchRecord>,
+    queues: Vec<Arc<DestinationQueue>>,
+    /// The group configuration last looked up, and its queue's index.
+    last_group: Option<(usize, usize)>,
+}
+
+struct BatchRecord {
+    /// The message's place in the receive batch.
+    slot: usize,
+    /// Index into `FunnelBatch::queues`.
+    queue: usize,
+    span: std::ops::Range<usize>,
+    partition_key: Arc<str>,
+}
+
+impl FunnelBatch {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Queues the batch's records, one submission per destination, and
+    /// calls `answer(slots, submitted)` for each destination: `slots[i]`
+    /// is the batch place of the record `submitted.results[i]` is about.
+    /// Leaves the batch empty for reuse.
+    ///
+    /// The records share one buffer, so a record still queued keeps the
+    /// envelopes of its receive batch (at most a batch's worth) in memory:
+    /// the price of one allocation per batch instead of one per record.
+    pub fn submit(&mut self, mut answer: impl FnMut(Vec<usize>, Submitted)) {
+        let shared = Bytes::copy_from_slice(&self.arena);
+        for (q, queue) in self.queues.drain(..).enumerate() {
+            let mut slots = Vec::new();
+            let mut records = Vec::new();
+            for r in self.records.iter().filter(|r| r.queue == q) {
+                slots.push(r.slot);
+                records.push(SinkRecord {
+                    partition_key: Arc::clone(&r.partition_key),
+                    data: shared.slice(r.span.clone()),
+                });
+            }
+            answer(slots, queue.try_submit_many(records));
+        }
+        self.records.clear();
+        self.last_group = None;
+        self.arena.clear();
+        // A rare large batch does not pin its size on the worker.
+        self.arena.shrink_to(1 << 20);
     }
 }
 

@@ -7,12 +7,39 @@
 pub mod reply;
 
 use simgate_control::model::unified::{ResponseFormat, UnifiedService};
-use simgate_control::{BeamEntryPoint, Identity, Snapshot};
+use simgate_control::{BeamEntry, BeamEntryPoint, Identity, Snapshot};
 
 use super::funnel::SourceProtocol;
 use super::{resolve, Handled, Message, Reply, Services};
 
+/// The Beam entry a UDP or TCP message to the Unified Endpoint is also
+/// forwarded through, when the group enables it.
+fn beam_entry<'g>(
+    protocol: SourceProtocol,
+    identity: &'g Identity,
+) -> Option<(BeamEntryPoint, &'g BeamEntry)> {
+    let point = match protocol {
+        SourceProtocol::Udp => BeamEntryPoint::UdpToHttp,
+        SourceProtocol::Tcp => BeamEntryPoint::TcpToHttp,
+        SourceProtocol::Http => return None,
+    };
+    let entry = identity.group.as_deref()?.beam.enabled(&point)?;
+    Some((point, entry))
+}
+
 impl Services {
+    /// Whether [`Self::unified`] would give the message to Funnel alone and
+    /// return Funnel's answer as it is: the usual case, which a UDP receive
+    /// batch serves together ([`Self::handle_batch`]).
+    pub(super) fn unified_is_funnel_alone(&self, msg: &Message<'_>, identity: &Identity) -> bool {
+        let group = identity.group.as_deref();
+        super::funnel::is_enabled(identity)
+            && !group.is_some_and(|g| g.harvest.enabled)
+            && !super::funk::is_enabled(identity)
+            && beam_entry(msg.protocol, identity).is_none()
+            && matches!(ResponseFormat::of(group), Ok(ResponseFormat::Auto))
+    }
+
     /// Serves a message sent to the Unified Endpoint.
     pub(super) fn unified(
         &self,
@@ -32,15 +59,7 @@ impl Services {
                 return Handled::Now(Reply::error(500, &e.to_string()));
             }
         };
-        let beam_point = match msg.protocol {
-            SourceProtocol::Udp => Some(BeamEntryPoint::UdpToHttp),
-            SourceProtocol::Tcp => Some(BeamEntryPoint::TcpToHttp),
-            SourceProtocol::Http => None,
-        };
-        let beam = beam_point.and_then(|point| {
-            let entry = identity.group.as_deref()?.beam.enabled(&point)?;
-            Some((point, entry))
-        });
+        let beam = beam_entry(msg.protocol, identity);
         let mut parts: Vec<(UnifiedService, Handled)> = Vec::with_capacity(4);
         if let Some((point, entry)) = beam {
             parts.push((
