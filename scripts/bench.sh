@@ -49,6 +49,13 @@
 #   BENCH_DURABILITY   simgate's [funnel] durability, memory or spool [memory:
 #                      what the figures in benches/README.md were measured with]
 #   BENCH_KEEP=1       keep the work directory (configs, logs, per-run lines)
+#   BENCH_SILENT=1     also run simgate with `[ingress] udp_reply = false`
+#                      (side simgate-silent: what answering costs) [off]
+#   BENCH_PERF=1       also profile simgate during each measured window
+#                      (`perf record -F 999 -g`) and print its self time by
+#                      category (scripts/bench/perf_summary.py) and the
+#                      hottest symbols; the profiler costs some throughput,
+#                      so compare profiled runs with profiled runs [off]
 #
 # funnel-durable: the cost of the Funnel spool and what an outage does.
 # (1) Throughput as funnel-udp, at full speed, sides raw / durability=memory /
@@ -336,6 +343,9 @@ start_simgate() { # dir [simgate-config args...]
   mkdir -p "$dir"
   line=$("$LOADGEN" simgate-config --data-dir "$dir/data" --out "$dir/simgate.toml" \
     --sources "$SOURCES" --udp-workers "$WORKERS" "$@")
+  if [ "${SG_UDP_REPLY:-true}" = false ]; then
+    sed -i '/^\[ingress\]/a udp_reply = false' "$dir/simgate.toml"
+  fi
   SG_UDP=$(sed -n 's/.*unified=\([^ ]*\).*/\1/p' <<<"$line")
   SG_API=$(sed -n 's/.*api=\([^ ]*\).*/\1/p' <<<"$line")
   spawn_simgate "$dir"
@@ -370,6 +380,13 @@ run_simgate() { # result-file durability [extra send args...]
   local out=$1 durability=$2
   shift 2
   start_simgate "$WORK/simgate.$((++SEQ))" --durability "$durability"
+  local perf_pid= perf_data=$WORK/perf.$SEQ.data
+  if [ "${BENCH_PERF:-0}" = 1 ]; then
+    # The measured window only: after the warm-up, for BENCH_SECONDS.
+    (sleep "$WARMUP" && exec perf record -q -F 999 -g -p "$SG_PID" -o "$perf_data" -- sleep "$SECS") \
+      >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   send "$SG_UDP" "http://$SG_API/metrics" "$out" --pid "$SG_PID" \
     --metric ingress='simgate_ingress_messages_total{listener="unified",protocol="udp"}' \
     --metric accepted=simgate_funnel_records_in_total \
@@ -379,8 +396,15 @@ run_simgate() { # result-file durability [extra send args...]
     --metric batch_sum=simgate_funnel_batch_records_sum \
     --metric batch_count=simgate_funnel_batch_records_count \
     "$@"
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+  fi
   stop "$SG_PID" 15
   tail -n1 "$out"
+  if [ -n "$perf_pid" ] && [ -s "$perf_data" ]; then
+    perf report -i "$perf_data" --no-children --sort sym --stdio -g none --percent-limit 0 2>/dev/null |
+      python3 scripts/bench/perf_summary.py --top "${BENCH_PERF_TOP:-12}"
+  fi
 }
 
 # Values of key $2 in the result lines of file $1, one per line (none: no
@@ -453,6 +477,7 @@ pass() { # label [extra send args...]
         raw+reply-each) run_raw "$WORK/result.$label.$side" each "$@" ;;
         raw+reply-batch) run_raw "$WORK/result.$label.$side" batch "$@" ;;
         simgate) run_simgate "$WORK/result.$label.$side" "$DURABILITY" "$@" ;;
+        simgate-silent) SG_UDP_REPLY=false run_simgate "$WORK/result.$label.$side" "$DURABILITY" "$@" ;;
         memory | spool) run_simgate "$WORK/result.$label.$side" "$side" "$@" ;;
       esac
     done
@@ -511,6 +536,9 @@ funnel_udp_bench() {
     SIDES+=(raw+reply-each raw+reply-batch)
   fi
   SIDES+=(simgate)
+  if [ "${BENCH_SILENT:-0}" = 1 ]; then
+    SIDES+=(simgate-silent)
+  fi
   ROWS=()
   echo "== funnel-udp: $SOURCES SIMs, $SIZE-byte records, sendmmsg batch $BATCH," \
     "$WORKERS UDP worker(s), durability $DURABILITY, $RUNS x ${SECS}s runs (+${WARMUP}s warm-up)," \

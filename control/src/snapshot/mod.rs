@@ -4,8 +4,10 @@
 //! [`Snapshot`] behind an [`arc_swap::ArcSwap`]: readers take a cheap guard,
 //! writers build a new snapshot and swap it in. Sessions change far more often
 //! and number in the millions, so they live apart in a concurrent map keyed by
-//! IP ([`SessionTable`]); an identity lookup is one probe there plus two map
-//! lookups in the snapshot.
+//! IP ([`SessionTable`]); an identity lookup is one probe there, and the
+//! session remembers what it resolved to under the current snapshot's
+//! version ([`Snapshot::resolve_cached`]), so the snapshot's maps are probed
+//! again only after a configuration change.
 
 mod credentials;
 mod sessions;

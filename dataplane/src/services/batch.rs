@@ -3,15 +3,13 @@
 //! queued together, one submission per destination (one permit acquisition
 //! or one spool append, one channel send), their envelopes in one buffer.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use simgate_control::clock::now_ms;
 use simgate_control::{Identity, Snapshot};
 
 use super::funnel::{FunnelBatch, FunnelReply, SourceProtocol};
-use super::{funnel_reply, Entry, Handled, Message, Reply, Services};
+use super::{funnel_reply, Entry, Handled, Message, Reply, ReplyFuture, Services};
 
 /// The answers to a receive batch.
 #[derive(Default)]
@@ -20,7 +18,7 @@ pub struct BatchAnswers {
     pub each: Vec<Option<Handled>>,
     /// Messages (places in the batch) answered alike once their spool
     /// commit resolves.
-    pub together: Vec<(Vec<usize>, Pin<Box<dyn Future<Output = Reply> + Send>>)>,
+    pub together: Vec<(Vec<usize>, ReplyFuture)>,
     funnel: FunnelBatch,
 }
 
@@ -52,15 +50,9 @@ impl Services {
                     .push(Some(self.handle_identified(msg, &identity, snapshot)));
                 continue;
             }
-            let prepared = self.funnel.prepare_in(
-                &mut answers.funnel,
-                slot,
-                &identity,
-                snapshot,
-                msg.protocol,
-                msg.payload,
-                now,
-            );
+            let prepared =
+                self.funnel
+                    .prepare_in(&mut answers.funnel, slot, &identity, snapshot, msg, now);
             answers.each.push(match prepared {
                 Ok(()) => None,
                 Err(r) => Some(Handled::Now(self.funnel_reply(msg.protocol.as_str(), &r))),

@@ -104,11 +104,14 @@ impl Reply {
     }
 }
 
+/// An answer still to come.
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
+
 /// The answer now, or a future that will produce it (Harvest waits for its
 /// commit; TCP waits for room in a full Funnel queue).
 pub enum Handled {
     Now(Reply),
-    Later(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
+    Later(ReplyFuture),
     /// The source is not allowed: HTTP 403, TCP close, UDP drop.
     Refused(IdentityError),
 }

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::metrics::{member, ListenerLabels};
 use crate::services::funnel::SourceProtocol;
-use crate::services::{BatchAnswers, Entry, Handled, Message, Reply, Services};
+use crate::services::{BatchAnswers, Entry, Handled, Message, Reply, ReplyFuture, Services};
 
 mod replies;
 
@@ -125,14 +125,12 @@ fn log_recv_buffer(listener: &'static str, addr: SocketAddr, workers: usize, soc
     }
 }
 
-type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
-
 /// An answer that waits (for a commit): who to answer, from which local
 /// address, and the answer to come; several devices may wait for one
 /// commit and get the same answer.
 struct Later {
     to: To,
-    reply: Pending,
+    reply: ReplyFuture,
 }
 
 /// Who gets an answer, and from which local address.

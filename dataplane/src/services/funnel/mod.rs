@@ -308,8 +308,7 @@ impl Funnel {
         slot: usize,
         identity: &Identity,
         snapshot: &Snapshot,
-        protocol: SourceProtocol,
-        payload: &[u8],
+        msg: &super::Message<'_>,
         timestamp_ms: u64,
     ) -> Result<(), FunnelReply> {
         let Some(config) = enabled_config(identity) else {
@@ -320,8 +319,8 @@ impl Funnel {
         if let Err(e) = encode_into(
             identity,
             config,
-            protocol,
-            payload,
+            msg.protocol,
+            msg.payload,
             encoding,
             timestamp_ms,
             &mut batch.arena,

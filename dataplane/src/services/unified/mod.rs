@@ -14,10 +14,10 @@ use super::{resolve, Handled, Message, Reply, Services};
 
 /// The Beam entry a UDP or TCP message to the Unified Endpoint is also
 /// forwarded through, when the group enables it.
-fn beam_entry<'g>(
+fn beam_entry(
     protocol: SourceProtocol,
-    identity: &'g Identity,
-) -> Option<(BeamEntryPoint, &'g BeamEntry)> {
+    identity: &Identity,
+) -> Option<(BeamEntryPoint, &BeamEntry)> {
     let point = match protocol {
         SourceProtocol::Udp => BeamEntryPoint::UdpToHttp,
         SourceProtocol::Tcp => BeamEntryPoint::TcpToHttp,
