@@ -286,8 +286,9 @@ async fn rejected_records_are_dead_lettered_not_retried() {
     srv.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_queue_answers_429_and_memory_stays_bounded() {
+/// simgate with a 20-record memory queue in front of a sink that never
+/// answers: nothing leaves the queue.
+async fn stalled_memory_queue_of_20() -> (server::Server, tempfile::TempDir) {
     let mut sink = FaultSink::new(Box::new(|_, _| None));
     Arc::get_mut(&mut sink).unwrap().stall = Some(Duration::from_secs(3600));
     let dir = tempfile::tempdir().unwrap();
@@ -296,6 +297,12 @@ async fn full_queue_answers_429_and_memory_stays_bounded() {
         "durability = \"memory\"\nqueue_records = 20\nmax_in_flight = 1\nshutdown_grace_ms = 100",
     );
     let srv = server::start_with(cfg, Factory::new(&sink)).await.unwrap();
+    (srv, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_answers_429_and_memory_stays_bounded() {
+    let (srv, _dir) = stalled_memory_queue_of_20().await;
     let http = srv.bound.http.unwrap();
     let mut statuses = HashMap::new();
     let mut retry_after = None;
@@ -602,14 +609,7 @@ async fn udp_answers(sock: &tokio::net::UdpSocket) -> HashMap<Vec<u8>, usize> {
 async fn a_udp_burst_that_does_not_fit_is_taken_as_far_as_it_fits() {
     // Nothing leaves the queue: of a burst larger than it, exactly the
     // queue's size is taken (and answered), the rest refused and counted.
-    let mut sink = FaultSink::new(Box::new(|_, _| None));
-    Arc::get_mut(&mut sink).unwrap().stall = Some(Duration::from_secs(3600));
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        "durability = \"memory\"\nqueue_records = 20\nmax_in_flight = 1\nshutdown_grace_ms = 100",
-    );
-    let srv = server::start_with(cfg, Factory::new(&sink)).await.unwrap();
+    let (srv, _dir) = stalled_memory_queue_of_20().await;
     let udp = srv.bound.unified_udp.unwrap();
     let device = tokio::net::UdpSocket::bind((local(), 0)).await.unwrap();
     // A source without a session, in the same receive batches.
