@@ -9,7 +9,9 @@ use simgate_control::clock::now_ms;
 use simgate_control::{Identity, Snapshot};
 
 use super::funnel::{FunnelBatch, FunnelReply, SourceProtocol};
-use super::{funnel_reply, Entry, Handled, Message, Reply, ReplyFuture, Services};
+use super::{
+    count_funnel_reply, funnel_answer, Entry, Handled, Message, Reply, ReplyFuture, Services,
+};
 
 /// The answers to a receive batch.
 #[derive(Default)]
@@ -88,10 +90,10 @@ impl Services {
                             Ok(()) => FunnelReply::Accepted,
                             Err(e) => e.into(),
                         };
-                        let reply = funnel_reply(&metrics, proto, &r);
+                        let reply = funnel_answer(&r);
                         // Counted once per device answered.
-                        for _ in 1..n {
-                            metrics.served("funnel", proto, reply.status);
+                        for _ in 0..n {
+                            count_funnel_reply(&metrics, proto, &r, reply.status);
                         }
                         reply
                     }),

@@ -328,7 +328,14 @@ pub fn is_json_type(content_type: Option<&str>) -> bool {
 }
 
 fn funnel_reply(metrics: &Metrics, proto: &'static str, r: &FunnelReply) -> Reply {
-    let reply = match r {
+    let reply = funnel_answer(r);
+    count_funnel_reply(metrics, proto, r, reply.status);
+    reply
+}
+
+/// What the device is told.
+fn funnel_answer(r: &FunnelReply) -> Reply {
+    match r {
         FunnelReply::Accepted => Reply {
             status: 204,
             ..Reply::ok(204, "200")
@@ -342,12 +349,15 @@ fn funnel_reply(metrics: &Metrics, proto: &'static str, r: &FunnelReply) -> Repl
         FunnelReply::StorageFailed => {
             Reply::busy(503, "Service Unavailable: the record could not be stored")
         }
-    };
+    }
+}
+
+/// Counts one device told `status` for `r` (and a drop, unless accepted).
+fn count_funnel_reply(metrics: &Metrics, proto: &'static str, r: &FunnelReply, status: u16) {
     if !matches!(r, FunnelReply::Accepted) {
         metrics.funnel_drop(r.reason());
     }
-    metrics.served("funnel", proto, reply.status);
-    reply
+    metrics.served("funnel", proto, status);
 }
 
 fn harvest_reply(metrics: &Metrics, proto: &'static str, r: Result<(), HarvestError>) -> Reply {
