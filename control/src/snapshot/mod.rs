@@ -299,7 +299,7 @@ mod tests {
         // An older snapshot still in a reader's hands gets its own answer,
         // not the newer one's.
         let old = Snapshot {
-            version: first_version(&handle) - 1,
+            version: handle.load().version - 1,
             ..snap(SubscriberStatus::Active, None)
         };
         assert!(old.resolve_cached(&session).is_ok());
@@ -312,10 +312,6 @@ mod tests {
         // A copied session starts with nothing remembered and still equals
         // the original.
         assert_eq!(*session, (*session).clone());
-    }
-
-    fn first_version(handle: &SnapshotHandle) -> u64 {
-        handle.load().version
     }
 
     #[test]

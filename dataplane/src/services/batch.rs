@@ -1,5 +1,5 @@
-//! Serving a UDP receive batch: each datagram as [`Services::handle_with`]
-//! would, except that the records going to Funnel alone are gathered and
+//! Serving a UDP receive batch: each datagram as [`Services::handle`]
+//! would, under one snapshot, except that the records going to Funnel alone are gathered and
 //! queued together, one submission per destination (one permit acquisition
 //! or one spool append, one channel send), their envelopes in one buffer.
 
@@ -37,12 +37,10 @@ impl Services {
         answers.together.clear();
         let now = now_ms();
         for (slot, msg) in msgs.iter().enumerate() {
-            let identity = match self.identify_in(msg.peer, snapshot) {
+            let identity = match self.sender(msg, snapshot) {
                 Ok(identity) => identity,
-                Err(e) => {
-                    self.metrics
-                        .reject(msg.protocol.as_str(), e.reason(), msg.peer);
-                    answers.each.push(Some(Handled::Refused(e)));
+                Err(refused) => {
+                    answers.each.push(Some(refused));
                     continue;
                 }
             };

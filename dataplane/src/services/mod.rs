@@ -174,20 +174,21 @@ impl Services {
 
     /// Serves one message.
     pub fn handle(&self, msg: &Message<'_>) -> Handled {
-        self.handle_with(msg, &self.snapshot.load())
+        let snapshot = self.snapshot.load();
+        match self.sender(msg, &snapshot) {
+            Ok(identity) => self.handle_identified(msg, &identity, &snapshot),
+            Err(refused) => refused,
+        }
     }
 
-    /// Serves one message against a configuration snapshot the caller
-    /// loaded (UDP loads one per receive batch).
-    pub fn handle_with(&self, msg: &Message<'_>, snapshot: &Snapshot) -> Handled {
-        match self.identify_in(msg.peer, snapshot) {
-            Ok(identity) => self.handle_identified(msg, &identity, snapshot),
-            Err(e) => {
-                self.metrics
-                    .reject(msg.protocol.as_str(), e.reason(), msg.peer);
-                Handled::Refused(e)
-            }
-        }
+    /// Who sent `msg`; a refused sender is counted, and its answer returned
+    /// as the error.
+    fn sender(&self, msg: &Message<'_>, snapshot: &Snapshot) -> Result<Arc<Identity>, Handled> {
+        self.identify_in(msg.peer, snapshot).map_err(|e| {
+            self.metrics
+                .reject(msg.protocol.as_str(), e.reason(), msg.peer);
+            Handled::Refused(e)
+        })
     }
 
     /// Serves one message from a sender already identified (HTTP checks the

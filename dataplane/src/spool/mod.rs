@@ -353,18 +353,17 @@ impl Spool {
         records: Vec<(Arc<str>, Bytes)>,
         accepted_at_ms: u64,
     ) -> Result<AppendAck, SpoolError> {
-        let mut total = 0u64;
-        for (key, data) in &records {
-            total = total.saturating_add(frame_len(key, data)?);
-        }
+        let lens = records
+            .iter()
+            .map(|(key, data)| frame_len(key, data))
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = lens.iter().fold(0u64, |sum, &len| sum.saturating_add(len));
         let mut q = self.admit(total)?;
         let (tx, rx) = oneshot::channel();
         let mut done = Some(tx);
         let last = records.len().saturating_sub(1);
         let mut seq = q.next_seq;
-        for (i, (key, data)) in records.into_iter().enumerate() {
-            // Sizes were checked above, so this cannot fail now.
-            let len = frame_len(&key, &data).unwrap_or(0);
+        for (i, ((key, data), len)) in records.into_iter().zip(lens).enumerate() {
             let waiter = if i == last { done.take() } else { None };
             seq = push(&mut q, key, data, accepted_at_ms, len, waiter);
         }

@@ -190,10 +190,9 @@ impl DestinationQueue {
                 commit: None,
             };
         }
-        let commit = match &self.intake {
+        let taken = match &self.intake {
             Intake::Memory { tx, records, bytes } => {
                 match self.send_memory_many(tx, records, bytes, &mut fits, total) {
-                    Ok(()) => None,
                     Err(SubmitError::Full) => {
                         // Not all fit: as many as do, one by one.
                         let mut fits = fits.into_iter();
@@ -202,15 +201,9 @@ impl DestinationQueue {
                                 *r = self.try_submit(record).map(drop);
                             }
                         }
-                        None
+                        Ok(None)
                     }
-                    Err(e) => {
-                        results
-                            .iter_mut()
-                            .filter(|r| r.is_ok())
-                            .for_each(|r| *r = Err(e));
-                        None
-                    }
+                    other => other.map(|()| None),
                 }
             }
             Intake::Spool(spool) => {
@@ -219,25 +212,23 @@ impl DestinationQueue {
                     .into_iter()
                     .map(|(r, _)| (r.partition_key, r.data))
                     .collect();
+                // All or none: on a refusal the devices retry, as after any
+                // (a full spool frees up as the sink catches up).
                 match spool.append_many(batch, now_ms()) {
                     Ok(ack) => {
                         self.records_in.inc_by(n);
-                        Some(self.commit_of(ack))
+                        Ok(Some(self.commit_of(ack)))
                     }
-                    Err(e) => {
-                        // All or none: the devices retry, as after any
-                        // refusal (a full spool frees up as the sink
-                        // catches up).
-                        let e = self.spool_error(&e);
-                        results
-                            .iter_mut()
-                            .filter(|r| r.is_ok())
-                            .for_each(|r| *r = Err(e));
-                        None
-                    }
+                    Err(e) => Err(self.spool_error(&e)),
                 }
             }
         };
+        let commit = taken.unwrap_or_else(|e| {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(e);
+            }
+            None
+        });
         Submitted { results, commit }
     }
 

@@ -316,7 +316,8 @@ impl Funnel {
         };
         let encoding = group_encoding(config.content_type);
         let start = batch.arena.len();
-        if let Err(e) = encode_into(
+        // On error the envelope encoder leaves the buffer as it was.
+        encode_into(
             identity,
             config,
             msg.protocol,
@@ -324,10 +325,7 @@ impl Funnel {
             encoding,
             timestamp_ms,
             &mut batch.arena,
-        ) {
-            batch.arena.truncate(start);
-            return Err(e);
-        }
+        )?;
         // The group's configuration lives as long as the snapshot the batch
         // is served under, so its address names it for the batch.
         let group_key = std::ptr::from_ref(config) as usize;
